@@ -1,0 +1,5 @@
+import sys
+
+from classunlearn.cli import main
+
+sys.exit(main())

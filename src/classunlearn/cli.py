@@ -1,0 +1,229 @@
+"""The `classunlearn` command line: datasets, methods, train, unlearn, audit (and bench,
+report). Bad input exits 2 with one line on stderr; internal failures exit 1 with the
+traceback written to a log file, not the screen."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from classunlearn.errors import ParameterError, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as a one-line UserError instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ParameterError(f"{flag} expects KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if the output location cannot be written."""
+    folder = path if path.suffix == "" else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror}; choose a writable --out") from None
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from classunlearn.data import DATASETS, load_dataset
+
+    for info in DATASETS.values():
+        size = ""
+        if info.embedded:
+            d = load_dataset(info.name)
+            size = (f"{len(d.y_train)} train / {len(d.y_test)} test, {d.num_classes} classes, "
+                    f"inputs {d.input_shape}; ")
+        where = "embedded" if info.embedded else "needs --data-dir"
+        print(f"{info.name:14s} {size}{info.description} [{where}; default model "
+              f"{info.default_model}]")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from classunlearn.methods import METHODS
+
+    for name in sorted(METHODS):
+        m = METHODS[name]
+        tag = "  [ORACLE: reads retrained references]" if m.oracle else ""
+        print(f"{name:16s} {m.summary}{tag}\n{'':16s} source: {m.source}")
+    return 0
+
+
+def _dataset(name: str, data_dir: str | None):
+    from classunlearn.data import load_dataset
+
+    return load_dataset(name, data_dir)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from classunlearn.checkpoint import CheckpointMeta, save_checkpoint
+    from classunlearn.data import DATASETS, ForgetSplit
+    from classunlearn.models import build_model
+    from classunlearn.train import default_recipe, override, train_model
+
+    out = Path(args.out)
+    check_writable(out)
+    ds = _dataset(args.dataset, args.data_dir)
+    model_name = args.model or DATASETS[args.dataset].default_model
+    model_kwargs = {k: int(v) for k, v in _key_values(args.model_arg, "--model-arg").items()}
+    recipe = override(default_recipe(args.dataset), epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size)
+    x, y, excluded = ds.x_train, ds.y_train, []
+    if args.exclude_class:
+        split = ForgetSplit.make(ds, args.exclude_class)
+        x, y = split.part("train_retain")
+        excluded = list(split.forget_classes)
+    model = build_model(model_name, ds.input_shape, ds.num_classes, seed=args.seed,
+                        **model_kwargs)
+    model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
+                        desc=f"train {model_name}")
+    meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
+                          input_shape=list(ds.input_shape), model=model_name,
+                          model_kwargs=model_kwargs, excluded_classes=excluded,
+                          recipe=recipe.to_dict(), seed=args.seed)
+    save_checkpoint(model, meta, out)
+    print(f"wrote {out} ({'retrained without ' + str(excluded) if excluded else 'original'})")
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from classunlearn.checkpoint import load_checkpoint, load_meta, save_checkpoint
+    from classunlearn.data import ForgetSplit
+    from classunlearn.methods import UnlearnData, make_params
+
+    out = Path(args.out)
+    check_writable(out)
+    meta = load_meta(args.checkpoint)
+    ds = _dataset(meta.dataset, args.data_dir)
+    model, meta = load_checkpoint(args.checkpoint, ds)
+    split = ForgetSplit.make(ds, args.forget_class)
+    cls, params = make_params(args.method, meta.dataset, _key_values(args.set, "--set"))
+    refs = [load_checkpoint(r, ds)[0] for r in args.reference or []]
+    unlearned, record = cls().unlearn(model, UnlearnData.from_split(split), params,
+                                      seed=args.seed, device=args.device, references=refs)
+    parent = meta.sha256
+    meta.method = {"name": cls.name, "params": record.params,
+                   "forget_classes": list(split.forget_classes), "seed": args.seed,
+                   "oracle": cls.oracle, "wall_time_s": record.wall_time_s}
+    meta.parent_sha256 = parent
+    save_checkpoint(unlearned, meta, out)
+    tag = " (ORACLE)" if cls.oracle else ""
+    print(f"wrote {out}: {cls.name}{tag} forgot {list(split.forget_classes)} in "
+          f"{record.wall_time_s:.2f} s ({record.steps} steps)")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from classunlearn.audit_run import audit_checkpoint
+
+    if args.json:
+        check_writable(Path(args.json))
+    result = audit_checkpoint(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="classunlearn", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("datasets", help="list the datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("methods", help="list the unlearning methods").set_defaults(func=cmd_methods)
+
+    t = sub.add_parser("train", help="train an original model (or a retrained reference)")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--data-dir")
+    t.add_argument("--model", help="model name (default: the dataset's default)")
+    t.add_argument("--model-arg", action="append", metavar="KEY=INT",
+                   help="model argument, e.g. width=16 (repeatable)")
+    t.add_argument("--exclude-class", nargs="+", metavar="C",
+                   help="train without these classes: a retrained reference")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", required=True, help="output .safetensors path")
+    t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("unlearn", help="apply an unlearning method to a checkpoint")
+    u.add_argument("--checkpoint", required=True)
+    u.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    u.add_argument("--method", required=True, help="e.g. trw, trw[weights], rwft, ft, ...")
+    u.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set a hyperparameter (repeatable)")
+    u.add_argument("--reference", action="append", metavar="CKPT",
+                   help="retrained reference (only oracle methods read it)")
+    u.add_argument("--data-dir")
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--device", default="auto")
+    u.add_argument("--out", required=True)
+    u.set_defaults(func=cmd_unlearn)
+
+    a = sub.add_parser("audit", help="measure a model against retrained references")
+    a.add_argument("--checkpoint", required=True)
+    a.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    a.add_argument("--reference", action="append", required=True, metavar="CKPT",
+                   help="a model retrained without the forget class (repeatable)")
+    a.add_argument("--metrics", default="all",
+                   help="comma-separated metric groups: accuracy,tv (default: all)")
+    a.add_argument("--data-dir")
+    a.add_argument("--json", metavar="FILE")
+    a.set_defaults(func=cmd_audit)
+    return p
+
+
+def _log_path() -> Path:
+    return Path(os.environ.get("CLASSUNLEARN_LOG",
+                               Path(tempfile.gettempdir()) / "classunlearn-error.log"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept", file=sys.stderr)
+        return 130
+    except Exception as e:  # internal failure: traceback to the log, one line on screen
+        log = _log_path()
+        try:
+            with open(log, "a") as f:
+                traceback.print_exc(file=f)
+            where = f"traceback in {log}"
+        except OSError:
+            where = "could not write the log"
+        print(f"internal error: {type(e).__name__}: {e} ({where})", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

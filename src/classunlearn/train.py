@@ -1,0 +1,192 @@
+"""One training loop (seeded, device-aware, with progress), plus evaluation helpers."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from classunlearn.errors import ParameterError, TrainingDiverged
+
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def validate_common(epochs: float, batch_size: int, lr: float) -> None:
+    if not epochs >= 0:
+        raise ParameterError(f"epochs must be >= 0, got {epochs}")
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if not (lr >= 0 and math.isfinite(lr)):
+        raise ParameterError(f"lr must be a finite number >= 0, got {lr}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained from scratch (original, reference, shadow models).
+
+    The paper's ResNet-18/CIFAR recipe is SGD lr 0.1, momentum 0.9, weight decay 5e-4,
+    ~200 epochs; the embedded datasets need far fewer epochs (see DEFAULT_RECIPES).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step (x0.1 at 50% and 75%) | constant
+    optimizer: str = "sgd"  # sgd | adam
+
+    def __post_init__(self) -> None:
+        validate_common(self.epochs, self.batch_size, self.lr)
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Recipe:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+DEFAULT_RECIPES: dict[str, Recipe] = {
+    "digits": Recipe(epochs=30, batch_size=64, lr=0.05),
+    "mnist-5k": Recipe(epochs=20, batch_size=64, lr=0.05),
+    "mnist1d": Recipe(epochs=40, batch_size=64, lr=0.05),
+    "mnist": Recipe(epochs=10, batch_size=128, lr=0.05),
+    "fashion-mnist": Recipe(epochs=15, batch_size=128, lr=0.05),
+    "cifar10": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step"),
+    "cifar100": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step"),
+    "tinyimagenet": Recipe(epochs=100, batch_size=256, lr=0.1, schedule="step"),
+}
+
+
+def default_recipe(dataset: str) -> Recipe:
+    return DEFAULT_RECIPES.get(dataset, Recipe())
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto' (or None) picks CUDA when present, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init) and return a generator for data order."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def show_progress() -> bool:
+    """Progress bars go to stderr when it is a terminal, unless CLASSUNLEARN_PROGRESS=0/1."""
+    env = os.environ.get("CLASSUNLEARN_PROGRESS")
+    if env is not None:
+        return env == "1"
+    return sys.stderr.isatty()
+
+
+def make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float
+                   ) -> torch.optim.Optimizer:
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    total_steps = max(total_steps, 1)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
+    if schedule == "step":
+        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Shuffled index batches over range(n), in the order the generator dictates."""
+    order = torch.randperm(n, generator=generator)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
+def check_loss(loss: torch.Tensor, what: str, step: int, limit: float = 1e6) -> None:
+    """Stop a run whose loss turned NaN/inf or exploded, naming what and where."""
+    value = float(loss.detach())
+    if not math.isfinite(value) or abs(value) > limit:
+        raise TrainingDiverged(
+            f"{what}: loss became {value:.4g} at step {step}; lower the learning rate "
+            "(--set lr=...) or the number of epochs"
+        )
+
+
+def train_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    desc: str = "train",
+) -> nn.Module:
+    """Train `model` in place with cross-entropy on (x, y) and return it (on CPU)."""
+    dev = resolve_device(device)
+    gen = seed_everything(seed)
+    model.to(dev).train()
+    xd, yd = x.to(dev), y.to(dev)
+    opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
+                         recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    sched = make_scheduler(opt, recipe.schedule, recipe.epochs * steps_per_epoch)
+    step = 0
+    for _ in tqdm(range(recipe.epochs), desc=desc, unit="ep", disable=not show_progress(),
+                  leave=False):
+        for idx in batches(len(x), recipe.batch_size, gen):
+            idx = idx.to(dev)
+            loss = nn.functional.cross_entropy(model(xd[idx]), yd[idx])
+            check_loss(loss, desc, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+    return model.cpu().eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """Logits of `model` on `x`, in eval mode, computed in large batches; returned on CPU."""
+    dev = resolve_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    out = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x),
+                                                                               batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in percent (nan for an empty set)."""
+    if len(y) == 0:
+        return float("nan")
+    return float((predict_logits(model, x).argmax(1) == y).float().mean() * 100)
+
+
+def override(recipe: Recipe, **changes: object) -> Recipe:
+    """A copy of the recipe with some fields changed (None values are ignored)."""
+    return replace(recipe, **{k: v for k, v in changes.items() if v is not None})
+
+
+LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
