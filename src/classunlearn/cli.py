@@ -40,7 +40,8 @@ def check_writable(path: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError(f"cannot write to {folder}: {e.strerror}; choose a writable --out") from None
+        raise UserError(f"cannot write to {folder}: {e.strerror}; choose a writable --out"
+                        ) from None
 
 
 # ------------------------------------------------------------------ commands
@@ -146,6 +147,54 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from classunlearn.bench.report import render_tables
+    from classunlearn.bench.runner import ALL_METHODS, BenchConfig, oracle_methods, run_bench
+
+    methods = ALL_METHODS if args.methods == "all" else [
+        m.strip() for m in args.methods.split(",") if m.strip()]
+    model_kwargs = {k: int(v) for k, v in _key_values(args.model_arg, "--model-arg").items()}
+    method_params: dict[str, dict[str, str]] = {}
+    for item in args.set or []:
+        if ":" not in item.split("=", 1)[0]:
+            raise ParameterError(f"bench --set expects METHOD:KEY=VALUE, got '{item}'")
+        method, kv = item.split(":", 1)
+        method_params.setdefault(method, {}).update(_key_values([kv], "--set"))
+    cfg = BenchConfig(
+        dataset=args.dataset, data_dir=args.data_dir, model=args.model, model_kwargs=model_kwargs,
+        forget_classes=[[c] for c in args.forget_class] if not args.forget_set
+        else [s.split(",") for s in args.forget_set],
+        methods=methods, seeds=args.seeds, shadows=args.shadows, references=args.references,
+        executor=args.executor, address=args.address, workers=args.workers, quick=args.quick,
+        epochs=args.epochs, method_params=method_params, out=args.out)
+    import time as _time
+
+    start = _time.perf_counter()
+    result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    results = json.loads((result.out / "results.json").read_text())
+    print(render_tables(results, oracle_methods(results["summary"])))
+    for k, v in result.failed.items():
+        print(f"FAILED {k}: {v}")
+    print(f"\n{result.computed} units computed, {result.reused} reused, "
+          f"{_time.perf_counter() - start:.0f} s; report: {result.out / 'report.html'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from classunlearn.bench.report import write_report
+    from classunlearn.bench.runner import summarise
+    from classunlearn.bench.store import Store
+
+    out = Path(args.out)
+    if not (out / "results.db").exists():
+        raise UserError(f"no results.db in {out}; run `classunlearn bench --out {out}` first")
+    store = Store(out)
+    write_report(out, summarise(store), store.get_meta("failed", {}),
+                 store.get_meta("details", {}))
+    print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir")
     a.add_argument("--json", metavar="FILE")
     a.set_defaults(func=cmd_audit)
+
+    b = sub.add_parser("bench", help="the whole study: every method, every metric, a report")
+    b.add_argument("--dataset", default="digits")
+    b.add_argument("--data-dir")
+    b.add_argument("--model")
+    b.add_argument("--model-arg", action="append", metavar="KEY=INT")
+    b.add_argument("--forget-class", nargs="+", default=["3"], metavar="C",
+                   help="one study per class (default: 3)")
+    b.add_argument("--forget-set", action="append", metavar="C1,C2",
+                   help="a study forgetting several classes together (repeatable)")
+    b.add_argument("--methods", default="all", help="'all' or a comma-separated list")
+    b.add_argument("--set", action="append", metavar="METHOD:KEY=VALUE",
+                   help="override a method's hyperparameter, e.g. ga:lr=1e-4")
+    b.add_argument("--seeds", type=int, default=3)
+    b.add_argument("--shadows", type=int, default=16, help="U-LiRA shadows (0 = skip U-LiRA)")
+    b.add_argument("--references", type=int, default=3, help="M retrained references")
+    b.add_argument("--executor", choices=["local", "process", "ray"], default="process")
+    b.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    b.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    b.add_argument("--epochs", type=int, help="override the training recipe's epochs")
+    b.add_argument("--quick", action="store_true", help="half the epochs and 8 shadows")
+    b.add_argument("--out", default="runs/bench")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="rebuild report.md/report.html from a bench's results")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_report)
     return p
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,4 +63,47 @@ def basic_metrics(logits: SplitLogits, split: ForgetSplit,
                                                   [r.train_forget for r in references])
         out["tv_test_retain"] = tv_to_references(logits.test_retain,
                                                  [r.test_retain for r in references])
+    return out
+
+
+def nn_classes(split: ForgetSplit, references: list[SplitLogits]) -> dict[int, int]:
+    """Nearest-neighbour class of each forget class, from the references' mean probability
+    over its forget (train) samples (paper.md section 3 item 1)."""
+    from scipy.special import softmax
+
+    from classunlearn.audit.mia_nn import nearest_neighbour_class
+
+    y = split.part("train_forget")[1].numpy()
+    return {f: nearest_neighbour_class(
+        [softmax(r.train_forget.numpy()[y == f], axis=1) for r in references],
+        split.forget_classes) for f in split.forget_classes}
+
+
+def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[SplitLogits],
+                   nn: dict[int, int], mia_feature: str | None = None,
+                   svc_feature: str | None = None, seed: int = 0) -> dict:
+    """SVC-MIA and MIA-NN (score, gap and z against the references; averaged over forget
+    classes when several are forgotten). Pass the audited model's own references only:
+    auditing a reference means passing the *other* references."""
+    from classunlearn.audit import mia_nn, svc_mia
+
+    mia_feature = mia_feature or mia_nn.DEFAULT_FEATURE
+    svc_feature = svc_feature or svc_mia.DEFAULT_FEATURE
+    lab = {p: split.part(p)[1].numpy() for p in PARTS}
+    svc = svc_mia.svc_mia(logits.train_retain.numpy(), lab["train_retain"],
+                          logits.test_retain.numpy(), lab["test_retain"],
+                          logits.train_forget.numpy(), lab["train_forget"],
+                          feature=svc_feature, seed=seed)
+    out = {"svc_mia": svc.score, "svc_mia_feature": svc.feature}
+    if len(references) >= 1:
+        y_test = split.dataset.y_test.numpy()
+        results = [mia_nn.mia_nn_audit(logits.test_all(split).numpy(),
+                                       [r.test_all(split).numpy() for r in references], y_test,
+                                       f, nn[f], feature=mia_feature, seed=seed)
+                   for f in split.forget_classes]
+        mean = lambda key: float(np.mean([getattr(r, key) for r in results]))  # noqa: E731
+        out.update(mia_nn=mean("score"), mia_nn_gap=mean("gap"), mia_nn_z=mean("z"),
+                   mia_nn_auc=mean("auc"), mia_nn_ref_mean=mean("reference_mean"),
+                   mia_nn_ref_std=mean("reference_std"), mia_nn_feature=mia_feature,
+                   nn_class={str(f): c for f, c in nn.items()})
     return out

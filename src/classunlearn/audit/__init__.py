@@ -9,12 +9,30 @@ from classunlearn.audit.basic import (
     tv_distance,
     tv_to_references,
 )
+from classunlearn.audit.mia_nn import mia_nn_audit, mia_nn_score, nearest_neighbour_class
+from classunlearn.audit.svc_mia import svc_mia
+from classunlearn.audit.ulira import (
+    logit_confidence,
+    ulira_attack,
+    ulira_leave_one_out,
+    ulira_scores,
+    ulira_target_score,
+)
 
 __all__ = [
     "accuracy",
     "avg_gap",
+    "logit_confidence",
+    "mia_nn_audit",
+    "mia_nn_score",
+    "nearest_neighbour_class",
     "per_class_accuracy",
+    "svc_mia",
     "tv_between_distributions",
     "tv_distance",
     "tv_to_references",
+    "ulira_attack",
+    "ulira_leave_one_out",
+    "ulira_scores",
+    "ulira_target_score",
 ]

@@ -1,0 +1,1 @@
+"""The whole study as one command: plan, cached/resumable runner, executors, report."""

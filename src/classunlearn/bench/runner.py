@@ -1,0 +1,306 @@
+"""`classunlearn bench`: plan the study, run its units (cached, resumable, parallel), compute
+every metric from stored logits, and write results.db, results.json/csv and the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from classunlearn import __version__
+from classunlearn.audit.basic import avg_gap
+from classunlearn.audit.ulira import ulira_leave_one_out
+from classunlearn.bench.executors import make_executor
+from classunlearn.bench.store import Store, unit_key
+from classunlearn.bench.units import StudyContext, unit_method, unit_shadows, unit_train
+from classunlearn.data import DATASETS, ForgetSplit, load_dataset, parse_forget_classes
+from classunlearn.errors import UserError
+from classunlearn.evaluate import SplitLogits, attack_metrics, basic_metrics, nn_classes
+from classunlearn.methods import make_params
+from classunlearn.train import default_recipe, override, show_progress
+
+# What `--methods all` runs: every registered baseline plus TRW once per similarity source
+# worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
+ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
+               "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw-2r-budget",
+               "trw-2r-oracle"]
+GAP_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
+            "mia_nn", "ulira"]
+TABLE_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
+              "mia_nn", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap", "runtime_s",
+              "runtime_ratio"]
+
+
+@dataclass
+class BenchConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    forget_classes: list[list[str]] = field(default_factory=lambda: [["3"]])
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    seeds: int = 3
+    shadows: int = 16
+    references: int = 3
+    executor: str = "process"
+    address: str | None = None
+    workers: int | None = None
+    quick: bool = False
+    epochs: int | None = None
+    method_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    out: str = "runs/bench"
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise UserError(f"unknown dataset '{self.dataset}'; choose one of: "
+                            f"{', '.join(DATASETS)}")
+        if self.seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.shadows == 1 or self.shadows < 0 or self.shadows % 2:
+            raise UserError(f"--shadows must be 0 (no U-LiRA) or an even number >= 2, got "
+                            f"{self.shadows}")
+        if self.references < 1:
+            raise UserError(f"--references must be >= 1 (MIA-NN and TV need retrained "
+                            f"references), got {self.references}")
+        for spec in self.methods:
+            make_params(spec, self.dataset, self.method_params.get(spec))
+
+
+@dataclass
+class BenchResult:
+    summary: dict
+    computed: int
+    reused: int
+    failed: dict
+    out: Path
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
+    cfg.validate()
+    store = Store(cfg.out)  # fails early if --out is not writable
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    model = cfg.model or DATASETS[cfg.dataset].default_model
+    recipe = default_recipe(cfg.dataset)
+    if cfg.quick:
+        recipe = override(recipe, epochs=max(1, recipe.epochs // 2))
+    recipe = override(recipe, epochs=cfg.epochs)
+    shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
+    store.put_meta("run", {"version": __version__, "torch": torch.__version__,
+                           "python": platform.python_version(), "device": "cpu",
+                           "config": cfg.__dict__, "started": time.time()})
+    store.clear_metrics()  # recomputed below from stored logits: cheap, and never stale
+    executor = make_executor(cfg.executor, cfg.address, cfg.workers)
+    counts = {"computed": 0, "reused": 0}
+    results, failed = {}, {}
+    try:
+        for forget in cfg.forget_classes:
+            fc = parse_forget_classes(forget, ds)
+            ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
+                               recipe.to_dict(), fc)
+            study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
+            log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
+                f"{shadows} shadows, {cfg.references} references")
+            res, fail = _run_study(cfg, ctx, study, shadows, store, executor, counts, log)
+            results[study] = res
+            failed.update(fail)
+    finally:
+        executor.close()
+    store.put_meta("details", results)
+    store.put_meta("failed", failed)
+    summary = summarise(store)
+    write_exports(store, summary, failed)
+    from classunlearn.bench.report import write_report
+
+    write_report(Path(cfg.out), summary, failed, details=results)
+    return BenchResult(summary, counts["computed"], counts["reused"], failed, Path(cfg.out))
+
+
+def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tuple]],
+               counts: dict, log: Callable[[str], None], desc: str) -> dict[str, tuple]:
+    """Run the units whose key is not in the store; return every unit's (arrays, info)."""
+    out: dict[str, tuple] = {}
+    todo = []
+    for key, label, fn, args in units:
+        found = store.load(key)
+        if found is not None:
+            out[key] = found
+            counts["reused"] += 1
+        else:
+            todo.append((key, label, fn, args))
+    if not todo:
+        return out
+    bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not show_progress())
+    tasks = [(fn, args) for _, _, fn, args in todo]
+    for i, (arrays, info) in executor.run(tasks):
+        key, label = todo[i][0], todo[i][1]
+        info = {**info, "label": label, "kind": desc}
+        store.save(key, arrays, info)
+        out[key] = (arrays, info)
+        counts["computed"] += 1
+        bar.update()
+        msg = f"  done {label} ({info.get('wall_s', info.get('runtime_s', 0.0)):.1f} s)"
+        log(msg + (f" FAILED: {info['failed']}" if info.get("failed") else ""))
+    bar.close()
+    return out
+
+
+def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, store: Store,
+               executor, counts: dict, log: Callable[[str], None]) -> tuple[dict, dict]:
+    base = {"v": 1, **ctx.spec()}
+    no_forget = {**base, "forget_classes": None}  # originals do not depend on the forget set
+    originals = {s: unit_key({**no_forget, "unit": "original", "seed": s})
+                 for s in range(cfg.seeds)}
+    refs = {j: unit_key({**base, "unit": "reference", "seed": 1000 + j})
+            for j in range(cfg.references)}
+    stage_a = [(k, f"original seed {s}", unit_train, (ctx, s, False))
+               for s, k in originals.items()]
+    stage_a += [(k, f"reference {j}", unit_train, (ctx, 1000 + j, True)) for j, k in refs.items()]
+    sh_orig, sh_ret = {}, {}
+    if n_shadows:
+        for s in range(cfg.seeds):
+            sh_orig[s] = unit_key({**no_forget, "unit": "shadows", "n": n_shadows, "seed": s,
+                                   "exclude": False})
+            sh_ret[s] = unit_key({**base, "unit": "shadows", "n": n_shadows, "seed": s,
+                                  "exclude": True})
+            stage_a.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}", unit_shadows,
+                            (ctx, 2000 + s, n_shadows, False)))
+            stage_a.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}", unit_shadows,
+                            (ctx, 3000 + s, n_shadows, True)))
+    done = _run_units(store, executor, stage_a, counts, log, "train")
+    ref_arrays = [done[k][0] for k in refs.values()]
+
+    stage_b, method_keys = [], {}
+    for spec in cfg.methods:
+        _, params = make_params(spec, ctx.dataset, cfg.method_params.get(spec))
+        for s in range(cfg.seeds):
+            key = unit_key({**base, "unit": "method", "method": spec, "params": params.to_dict(),
+                            "seed": s, "original": originals[s], "shadows": sh_orig.get(s),
+                            "refs": list(refs.values())})
+            method_keys[(spec, s)] = key
+            stage_b.append((key, f"{spec} seed {s}", unit_method,
+                            (ctx, spec, params.to_dict(), s, done[originals[s]][0],
+                             done[sh_orig[s]][0] if n_shadows else None, ref_arrays)))
+    done.update(_run_units(store, executor, stage_b, counts, log, "unlearn"))
+    return _study_metrics(cfg, ctx, study, store, done, method_keys, refs, sh_orig, sh_ret)
+
+
+def _split_logits(arrays: dict, split: ForgetSplit) -> SplitLogits:
+    tr, te = torch.from_numpy(arrays["logits_train"]), torch.from_numpy(arrays["logits_test"])
+    return SplitLogits(tr[split.train_forget], tr[split.train_retain], te[split.test_forget],
+                       te[split.test_retain])
+
+
+def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, store: Store, done: dict,
+                   method_keys: dict, refs: dict, sh_orig: dict, sh_ret: dict
+                   ) -> tuple[dict, dict]:
+    split, _ = ctx.load()
+    ref_logits = [_split_logits(done[k][0], split) for k in refs.values()]
+    nn = nn_classes(split, ref_logits)
+    per_method: dict[str, dict[int, dict]] = {}
+    failed: dict[str, str] = {}
+    details: dict = {"nn_class": nn, "forget_classes": list(split.forget_classes),
+                     "class_names": split.dataset.class_names, "methods": {}}
+    for (spec, s), key in tqdm(method_keys.items(), desc="audit", disable=not show_progress()):
+        arrays, info = done[key]
+        if info.get("failed"):
+            failed[f"{study} {spec}"] = info["failed"]
+            continue
+        lg = _split_logits(arrays, split)
+        m = basic_metrics(lg, split, ref_logits)
+        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s))
+        m["runtime_s"] = info["runtime_s"]
+        if "phi" in arrays and s in sh_ret:
+            # shadow originals were trained on halves of the whole train split (pool = all),
+            # so their mask columns at D_f's indices say which forget samples each one saw
+            in_mask = done[sh_orig[s]][0]["mask"][:, split.train_forget.numpy()].astype(bool)
+            u = ulira_leave_one_out(arrays["phi"], in_mask, done[sh_ret[s]][0]["phi"])
+            m.update(ulira=u.accuracy_best, ulira_at_zero=u.accuracy_at_zero, ulira_auc=u.auc,
+                     ulira_tpr_at_1fpr=u.tpr_at_1pct_fpr)
+            details["methods"].setdefault(spec, {})["ulira_roc"] = [u.roc_fpr, u.roc_tpr]
+        per_method.setdefault(spec, {})[s] = m
+        forget_probs = torch.softmax(lg.test_forget, 1).mean(0).tolist()
+        details["methods"].setdefault(spec, {})["forget_probs"] = forget_probs
+    retrain = per_method.get("retrain", {})
+    for spec, seeds in per_method.items():
+        for s, m in seeds.items():
+            if s in retrain:
+                m["avg_gap"] = avg_gap(m, retrain[s], GAP_KEYS)
+                m["runtime_ratio"] = m["runtime_s"] / retrain[s]["runtime_s"]
+            store.put_metrics(study, spec, s, {k: v for k, v in m.items()
+                                              if isinstance(v, float | int)})
+    details["ref_forget_probs"] = np.mean(
+        [torch.softmax(r.test_forget, 1).mean(0).numpy() for r in ref_logits], 0).tolist()
+    return details, failed
+
+
+def _mean_std(values: list[float]) -> dict:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return {"mean": float("nan"), "std": float("nan")}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)) if len(vals) > 1
+            else float("nan")}
+
+
+def summarise(store: Store) -> dict:
+    """{"summary": method -> metric -> {mean, std} pooled over studies and seeds,
+    "studies": study -> the same per study}."""
+    per: dict = {}
+    pooled: dict = {}
+    for study, method, _seed, metric, value in store.metrics():
+        per.setdefault(study, {}).setdefault(method, {}).setdefault(metric, []).append(value)
+        pooled.setdefault(method, {}).setdefault(metric, []).append(value)
+    agg = lambda d: {m: {k: _mean_std(v) for k, v in ms.items()} for m, ms in d.items()}  # noqa: E731
+    return {"summary": agg(pooled), "studies": {s: agg(d) for s, d in per.items()}}
+
+
+def ordered_methods(summary: dict) -> list[str]:
+    """Retrain first, then the rest by Avg. Gap (lower is better)."""
+    def gap(m: str) -> float:
+        v = summary[m].get("avg_gap", {}).get("mean", float("nan"))
+        return v if np.isfinite(v) else float("inf")
+
+    rest = sorted((m for m in summary if m != "retrain"), key=gap)
+    return (["retrain"] if "retrain" in summary else []) + rest
+
+
+HEADER = ["method", "Acc_r", "Acc_f", "TA_r", "TA_f", "SVC-MIA", "MIA-NN", "MIA-NN z",
+          "U-LiRA", "U-LiRA AUC", "TV", "Avg.Gap", "time s", "x retrain"]
+
+
+def table_rows(summary: dict, oracles: set[str] | None = None) -> list[list]:
+    rows = []
+    for m in ordered_methods(summary):
+        name = m + (" (ORACLE)" if oracles and m in oracles else "")
+        rows.append([name, *(summary[m].get(k, {"mean": float("nan")}) for k in TABLE_KEYS)])
+    return rows
+
+
+def oracle_methods(names) -> set[str]:
+    from classunlearn.methods import parse_spec
+
+    out = set()
+    for n in names:
+        try:
+            if parse_spec(n)[0].oracle:
+                out.add(n)
+        except UserError:
+            pass
+    return out
+
+
+def write_exports(store: Store, summary: dict, failed: dict) -> None:
+    out = store.out
+    results = {**summary, "failed": failed, "run": store.get_meta("run")}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["study", "method", "seed", "metric", "value"])
+        w.writerows(store.metrics())
