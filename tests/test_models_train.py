@@ -28,10 +28,10 @@ def test_registry_and_bad_arguments():
 
 def test_training_is_seeded_and_learns(digits):
     r = Recipe(epochs=3, batch_size=64, lr=0.05)
-    a = train_model(build_model("mlp", digits.input_shape, 10, seed=5), digits.x_train, digits.y_train,
-                    r, seed=5)
-    b = train_model(build_model("mlp", digits.input_shape, 10, seed=5), digits.x_train, digits.y_train,
-                    r, seed=5)
+    a = train_model(build_model("mlp", digits.input_shape, 10, seed=5), digits.x_train,
+                    digits.y_train, r, seed=5)
+    b = train_model(build_model("mlp", digits.input_shape, 10, seed=5), digits.x_train,
+                    digits.y_train, r, seed=5)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     assert accuracy(a, digits.x_test, digits.y_test) > 85

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from classunlearn.data import Dataset
@@ -99,7 +99,8 @@ def _sniff_untrusted(data: bytes, path: Path) -> None:
     if data[:2] == b"PK" or data[:1] == b"\x80":
         raise CheckpointError(
             f"{path} is a pickle/torch .pt file; classunlearn never unpickles files. Convert it "
-            "once in a trusted session: safetensors.torch.save_file(model.state_dict(), 'x.safetensors')"
+            "once in a trusted session: "
+            "safetensors.torch.save_file(model.state_dict(), 'x.safetensors')"
         )
 
 

