@@ -85,19 +85,22 @@ def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[Spl
     """SVC-MIA and MIA-NN (score, gap and z against the references; averaged over forget
     classes when several are forgotten). Pass the audited model's own references only:
     auditing a reference means passing the *other* references."""
-    from classunlearn.audit import mia_nn, svc_mia
+    from classunlearn.audit.mia_nn import DEFAULT_FEATURE as MIA_NN_DEFAULT
+    from classunlearn.audit.mia_nn import mia_nn_audit
+    from classunlearn.audit.svc_mia import DEFAULT_FEATURE as SVC_DEFAULT
+    from classunlearn.audit.svc_mia import svc_mia
 
-    mia_feature = mia_feature or mia_nn.DEFAULT_FEATURE
-    svc_feature = svc_feature or svc_mia.DEFAULT_FEATURE
+    mia_feature = mia_feature or MIA_NN_DEFAULT
+    svc_feature = svc_feature or SVC_DEFAULT
     lab = {p: split.part(p)[1].numpy() for p in PARTS}
-    svc = svc_mia.svc_mia(logits.train_retain.numpy(), lab["train_retain"],
+    svc = svc_mia(logits.train_retain.numpy(), lab["train_retain"],
                           logits.test_retain.numpy(), lab["test_retain"],
                           logits.train_forget.numpy(), lab["train_forget"],
                           feature=svc_feature, seed=seed)
     out = {"svc_mia": svc.score, "svc_mia_feature": svc.feature}
     if len(references) >= 1:
         y_test = split.dataset.y_test.numpy()
-        results = [mia_nn.mia_nn_audit(logits.test_all(split).numpy(),
+        results = [mia_nn_audit(logits.test_all(split).numpy(),
                                        [r.test_all(split).numpy() for r in references], y_test,
                                        f, nn[f], feature=mia_feature, seed=seed)
                    for f in split.forget_classes]

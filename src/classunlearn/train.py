@@ -75,8 +75,11 @@ def default_recipe(dataset: str) -> Recipe:
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """'auto' (or None) picks CUDA when present, else CPU."""
-    if device is None or str(device) == "auto":
+    """'auto' (or None) picks CUDA when present, else CPU; the CLASSUNLEARN_DEVICE environment
+    variable sets what None means (e.g. 'cpu' to keep a GPU machine on the CPU)."""
+    if device is None:
+        device = os.environ.get("CLASSUNLEARN_DEVICE", "auto")
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 

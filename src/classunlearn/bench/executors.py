@@ -25,8 +25,16 @@ class LocalExecutor:
     name = "local"
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
-        for i, (fn, args) in enumerate(tasks):
-            yield i, fn(*args)
+        import torch
+
+        # one thread, as in the pool workers, so every executor computes the same numbers
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for i, (fn, args) in enumerate(tasks):
+                yield i, fn(*args)
+        finally:
+            torch.set_num_threads(threads)
 
     def close(self) -> None:
         pass
@@ -80,6 +88,8 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                if os.environ.get("CLASSUNLEARN_RAY_TMPDIR"):  # tests keep Ray's files there
+                    kwargs["_temp_dir"] = os.environ["CLASSUNLEARN_RAY_TMPDIR"]
                 if address:
                     kwargs["address"] = address
                 else:

@@ -81,6 +81,7 @@ class BenchResult:
     reused: int
     failed: dict
     out: Path
+    stage_s: dict = field(default_factory=dict)  # wall seconds per stage of this run
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
@@ -119,8 +120,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
     write_exports(store, summary, failed)
     from classunlearn.bench.report import write_report
 
+    started = time.perf_counter()
     write_report(Path(cfg.out), summary, failed, details=results)
-    return BenchResult(summary, counts["computed"], counts["reused"], failed, Path(cfg.out))
+    stages = {**counts.get("stage_s", {}), "report": time.perf_counter() - started}
+    store.put_meta("stage_times", stages)
+    return BenchResult(summary, counts["computed"], counts["reused"], failed, Path(cfg.out),
+                       stages)
 
 
 def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tuple]],
@@ -137,11 +142,12 @@ def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tup
             todo.append((key, label, fn, args))
     if not todo:
         return out
+    started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=desc, unit="unit", disable=not show_progress())
     tasks = [(fn, args) for _, _, fn, args in todo]
     for i, (arrays, info) in executor.run(tasks):
         key, label = todo[i][0], todo[i][1]
-        info = {**info, "label": label, "kind": desc}
+        info = {**info, "label": label, "kind": todo[i][2].__name__.removeprefix("unit_")}
         store.save(key, arrays, info)
         out[key] = (arrays, info)
         counts["computed"] += 1
@@ -149,6 +155,8 @@ def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tup
         msg = f"  done {label} ({info.get('wall_s', info.get('runtime_s', 0.0)):.1f} s)"
         log(msg + (f" FAILED: {info['failed']}" if info.get("failed") else ""))
     bar.close()
+    counts.setdefault("stage_s", {}).setdefault(desc, 0.0)
+    counts["stage_s"][desc] += time.perf_counter() - started
     return out
 
 
@@ -163,6 +171,8 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     stage_a = [(k, f"original seed {s}", unit_train, (ctx, s, False))
                for s, k in originals.items()]
     stage_a += [(k, f"reference {j}", unit_train, (ctx, 1000 + j, True)) for j, k in refs.items()]
+    done = _run_units(store, executor, stage_a, counts, log, "train")
+    stage_shadows: list = []
     sh_orig, sh_ret = {}, {}
     if n_shadows:
         for s in range(cfg.seeds):
@@ -170,11 +180,11 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
                                    "exclude": False})
             sh_ret[s] = unit_key({**base, "unit": "shadows", "n": n_shadows, "seed": s,
                                   "exclude": True})
-            stage_a.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}", unit_shadows,
-                            (ctx, 2000 + s, n_shadows, False)))
-            stage_a.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}", unit_shadows,
-                            (ctx, 3000 + s, n_shadows, True)))
-    done = _run_units(store, executor, stage_a, counts, log, "train")
+            stage_shadows.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}",
+                                  unit_shadows, (ctx, 2000 + s, n_shadows, False)))
+            stage_shadows.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}",
+                                  unit_shadows, (ctx, 3000 + s, n_shadows, True)))
+    done.update(_run_units(store, executor, stage_shadows, counts, log, "shadows"))
     ref_arrays = [done[k][0] for k in refs.values()]
 
     stage_b, method_keys = [], {}
@@ -189,11 +199,16 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
                             (ctx, spec, params.to_dict(), s, done[originals[s]][0],
                              done[sh_orig[s]][0] if n_shadows else None, ref_arrays)))
     done.update(_run_units(store, executor, stage_b, counts, log, "unlearn"))
-    return _study_metrics(cfg, ctx, study, store, done, method_keys, refs, sh_orig, sh_ret)
+    started = time.perf_counter()
+    out = _study_metrics(cfg, ctx, study, store, done, method_keys, refs, sh_orig, sh_ret)
+    counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
+    counts["stage_s"]["audit"] += time.perf_counter() - started
+    return out
 
 
 def _split_logits(arrays: dict, split: ForgetSplit) -> SplitLogits:
-    tr, te = torch.from_numpy(arrays["logits_train"]), torch.from_numpy(arrays["logits_test"])
+    tr = torch.from_numpy(np.array(arrays["logits_train"]))
+    te = torch.from_numpy(np.array(arrays["logits_test"]))
     return SplitLogits(tr[split.train_forget], tr[split.train_retain], te[split.test_forget],
                        te[split.test_retain])
 
