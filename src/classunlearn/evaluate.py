@@ -79,12 +79,27 @@ def nn_classes(split: ForgetSplit, references: list[SplitLogits]) -> dict[int, i
         split.forget_classes) for f in split.forget_classes}
 
 
+def reference_mia_scores(split: ForgetSplit, references: list[SplitLogits], nn: dict[int, int],
+                         mia_feature: str | None = None) -> dict[int, list[float]]:
+    """Each reference's MIA-NN score per forget class, computed once per study (with the same
+    folds as every audited model: seed 0)."""
+    from classunlearn.audit.mia_nn import DEFAULT_FEATURE, mia_nn_score
+
+    y = split.dataset.y_test.numpy()
+    return {f: [mia_nn_score(r.test_all(split).numpy(), y, f, nn[f],
+                             feature=mia_feature or DEFAULT_FEATURE, seed=0).score
+                for r in references] for f in split.forget_classes}
+
+
 def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[SplitLogits],
                    nn: dict[int, int], mia_feature: str | None = None,
-                   svc_feature: str | None = None, seed: int = 0) -> dict:
+                   svc_feature: str | None = None, seed: int = 0,
+                   reference_mia: dict[int, list[float]] | None = None) -> dict:
     """SVC-MIA and MIA-NN (score, gap and z against the references; averaged over forget
     classes when several are forgotten). Pass the audited model's own references only:
-    auditing a reference means passing the *other* references."""
+    auditing a reference means passing the *other* references. `reference_mia` (from
+    reference_mia_scores) saves re-scoring the references for every model; MIA-NN folds
+    always use seed 0 so every model is scored on the same folds."""
     from classunlearn.audit.mia_nn import DEFAULT_FEATURE as MIA_NN_DEFAULT
     from classunlearn.audit.mia_nn import mia_nn_audit
     from classunlearn.audit.svc_mia import DEFAULT_FEATURE as SVC_DEFAULT
@@ -102,7 +117,8 @@ def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[Spl
         y_test = split.dataset.y_test.numpy()
         results = [mia_nn_audit(logits.test_all(split).numpy(),
                                        [r.test_all(split).numpy() for r in references], y_test,
-                                       f, nn[f], feature=mia_feature, seed=seed)
+                                       f, nn[f], feature=mia_feature, seed=0,
+                                       reference_scores=(reference_mia or {}).get(f))
                    for f in split.forget_classes]
         mean = lambda key: float(np.mean([getattr(r, key) for r in results]))  # noqa: E731
         out.update(mia_nn=mean("score"), mia_nn_gap=mean("gap"), mia_nn_z=mean("z"),

@@ -23,7 +23,13 @@ from classunlearn.bench.store import Store, unit_key
 from classunlearn.bench.units import StudyContext, unit_method, unit_shadows, unit_train
 from classunlearn.data import DATASETS, ForgetSplit, load_dataset, parse_forget_classes
 from classunlearn.errors import UserError
-from classunlearn.evaluate import SplitLogits, attack_metrics, basic_metrics, nn_classes
+from classunlearn.evaluate import (
+    SplitLogits,
+    attack_metrics,
+    basic_metrics,
+    nn_classes,
+    reference_mia_scores,
+)
 from classunlearn.methods import make_params
 from classunlearn.train import default_recipe, override, show_progress
 
@@ -219,6 +225,7 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, store: Store
     split, _ = ctx.load()
     ref_logits = [_split_logits(done[k][0], split) for k in refs.values()]
     nn = nn_classes(split, ref_logits)
+    ref_mia = reference_mia_scores(split, ref_logits, nn)
     per_method: dict[str, dict[int, dict]] = {}
     failed: dict[str, str] = {}
     details: dict = {"nn_class": nn, "forget_classes": list(split.forget_classes),
@@ -230,7 +237,7 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, store: Store
             continue
         lg = _split_logits(arrays, split)
         m = basic_metrics(lg, split, ref_logits)
-        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s))
+        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s, reference_mia=ref_mia))
         m["runtime_s"] = info["runtime_s"]
         if "phi" in arrays and s in sh_ret:
             # shadow originals were trained on halves of the whole train split (pool = all),

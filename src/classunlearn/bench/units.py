@@ -110,6 +110,7 @@ def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
 
     Arrays: the unlearned model's logits, and φ on D_f of each unlearned shadow (for U-LiRA).
     A diverging method is reported in `info["failed"]`, not raised, so the study goes on."""
+    start = time.perf_counter()
     split, _ = ctx.load()
     cls, p = make_params(method_spec, ctx.dataset, {k: str(v) for k, v in params.items()})
     method = cls()
@@ -125,8 +126,8 @@ def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
             arrays["phi"], info["shadow_runtime_s"] = _unlearn_shadows(
                 ctx, split, method, p, seed, shadows, refs)
     except TrainingDiverged as e:
-        return {}, {**info, "failed": str(e)}
-    return arrays, info
+        return {}, {**info, "failed": str(e), "wall_s": time.perf_counter() - start}
+    return arrays, {**info, "wall_s": time.perf_counter() - start}
 
 
 def _unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed: int,
