@@ -1,0 +1,46 @@
+"""FT: fine-tune the original model on D_r only, relying on catastrophic forgetting.
+
+Warnecke et al., "Machine Unlearning of Features and Labels", NDSS 2023 (arXiv 2108.11577);
+the same baseline as Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020
+(arXiv 1911.04933), and Jia et al. 2023 (arXiv 2304.04934), whose code uses about 10
+epochs at lr 0.01-0.1 (paper.md section 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from classunlearn.methods import register
+from classunlearn.methods.base import Batch, FinetuneMethod, FinetuneParams, RunContext
+
+
+@dataclass(frozen=True)
+class FTParams(FinetuneParams):
+    """FT: plain SGD on D_r (defaults: 10 epochs, lr 0.01, as in paper.md section 6)."""
+
+    epochs: int = 10
+    lr: float = 0.01
+
+
+@register
+class FT(FinetuneMethod):
+    """Fine-tuning on the retain set (Warnecke et al. 2023; Golatkar et al. 2020)."""
+
+    name = "ft"
+    summary = "fine-tune on D_r only (catastrophic forgetting of the forget class)"
+    source = "Warnecke et al. 2023, NDSS, arXiv 2108.11577; Golatkar et al. 2020, CVPR"
+    Params = FTParams
+    samples = "retain"
+    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md).
+    dataset_defaults: dict[str, dict] = {
+        "digits": {"lr": 0.3, "epochs": 10},
+        "mnist-5k": {"lr": 0.1, "epochs": 40},
+    }
+
+    def loss(self, model: nn.Module, batch: Batch, params: FTParams, ctx: RunContext
+             ) -> torch.Tensor:
+        return F.cross_entropy(model(batch.x), batch.y)

@@ -1,0 +1,83 @@
+"""Retrain: the gold standard every method is compared with (paper.md section 1).
+
+Not an unlearning method in the strict sense: it throws the original weights away,
+re-initialises every module of the same architecture under the run's seed and trains it
+from scratch on D_r with the recipe held in :class:`RetrainParams` (by default the
+dataset's recipe from :data:`classunlearn.train.DEFAULT_RECIPES`, so the result is a
+retrained model θ_r of paper.md section 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from classunlearn.errors import ParameterError
+from classunlearn.methods import register
+from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnData
+from classunlearn.train import (
+    DEFAULT_RECIPES,
+    SCHEDULES,
+    Recipe,
+    train_model,
+    validate_common,
+)
+
+_RECIPE = Recipe()
+
+
+@dataclass(frozen=True)
+class RetrainParams(MethodParams):
+    """The training recipe, field for field as :class:`classunlearn.train.Recipe`."""
+
+    epochs: int = _RECIPE.epochs
+    batch_size: int = _RECIPE.batch_size
+    lr: float = _RECIPE.lr
+    momentum: float = _RECIPE.momentum
+    weight_decay: float = _RECIPE.weight_decay
+    schedule: str = _RECIPE.schedule
+    optimizer: str = _RECIPE.optimizer
+
+    def __post_init__(self) -> None:
+        validate_common(self.epochs, self.batch_size, self.lr)
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
+
+    def recipe(self) -> Recipe:
+        return Recipe(**self.to_dict())
+
+
+def reinitialise(model: nn.Module, seed: int) -> nn.Module:
+    """Re-draw every module's parameters (``reset_parameters``) under `seed`, in place;
+    batch-norm running statistics are reset too."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return model
+
+
+@register
+class Retrain(Method):
+    """Retraining from scratch on D_r (the reference of paper.md section 1)."""
+
+    name = "retrain"
+    summary = "retrain from scratch on D_r with the dataset's training recipe (gold standard)"
+    source = "the exact-unlearning reference (paper.md section 1; e.g. Bourtoule et al. 2021)"
+    Params = RetrainParams
+    # The recipes the original models are trained with (train.DEFAULT_RECIPES).
+    dataset_defaults = {name: recipe.to_dict() for name, recipe in DEFAULT_RECIPES.items()}
+
+    def run(self, model: nn.Module, data: UnlearnData, params: RetrainParams, ctx: RunContext
+            ) -> nn.Module:
+        reinitialise(model, ctx.seed)
+        out = train_model(model, data.x_retain, data.y_retain, params.recipe(), seed=ctx.seed,
+                          device=ctx.device, desc=self.name)
+        ctx.steps += params.epochs * math.ceil(len(data.y_retain) / params.batch_size)
+        return out
