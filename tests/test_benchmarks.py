@@ -1,0 +1,29 @@
+"""The performance scripts run (at tiny size) and print their tables; nothing is timed here."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                         text=True, timeout=600, env={"CLASSUNLEARN_PROGRESS": "0",
+                                                      "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_on_cpu():
+    out = run("gpu_check.py", "--tiny")
+    assert "check (CPU vs device)" in out and "images/s" in out and "models/min" in out
+    assert "fraction of retrain" in out
+
+
+def test_methods_ratio_prints_ratios():
+    out = run("methods_ratio.py", "--methods", "retrain,trw,ft", "--repeats", "1")
+    assert "fraction of retrain" in out and "| trw" in out
