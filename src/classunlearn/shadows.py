@@ -4,27 +4,32 @@ U-LiRA needs N shadow models per configuration, each trained from scratch on a r
 half of the data. :func:`train_ensemble` trains them together: the N copies' parameters
 are stacked into one tensor per layer, one forward/backward computes every model's loss
 on its own batch, and one optimizer (``train.make_optimizer``) steps all of them. SGD and
-Adam act element by element, so each model follows exactly the update it would get alone;
-the plain loop (one model after another) stays as the reference path and as the path for
-models with batch norm (``MODELS[name].stackable`` is False).
+Adam act element by element, so each model follows the update it would get alone; the
+plain loop (one model after another, same batches) is the reference path and the path
+for models with batch norm (``MODELS[name].stackable`` is False).
 
-How the stacked forward runs (the levers measured on a 2-core CPU; see
-``benchmarks/shadows.py``):
+How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/shadows.py``):
 
-- Models made of Linear/Conv/ReLU/pooling/Flatten layers (the registry's ``mlp`` and
-  ``cnn``) run through a small interpreter over the stacked weights: linear layers are
-  batched matmuls (``baddbmm``), so one call serves every model; no ``vmap``, no
-  ``functional_call`` in the step. Anything else that is stackable falls back to
-  ``torch.func.vmap`` over ``functional_call``.
-- Convolutions: on CUDA one grouped convolution serves all models. On CPU, oneDNN's
-  grouped convolution (which is also what ``vmap`` turns a batched conv into) measured
-  slower than the same convs run one model at a time, so there each model's conv runs
-  separately, in channels-last layout (faster than NCHW for these small images); the
-  weights are still stacked and ``unbind`` keeps the backward one op per layer.
+- Models built from Linear/Conv/ReLU/pooling/Flatten layers (the registry's ``mlp`` and
+  ``cnn``) run through a small interpreter over the stacked weights, not through
+  ``vmap(functional_call)``: linear layers are one ``baddbmm`` for all models, with the
+  weights stored as (N, in, out) so their gradients come out contiguous (no copy in
+  AccumulateGrad). Other stackable models fall back to ``torch.func.vmap``.
+- The optimizer runs fused (one kernel per stacked tensor).
+- Convolutions. ``vmap`` turns a batched conv into one grouped conv; on this CPU with one
+  thread, oneDNN's grouped conv (backward above all) is slower than the same convs run
+  model by model. The digits CNN is compute-bound: convs are most of a step, and a
+  model's own conv in channels-last layout already runs near the core's fp32 peak
+  (about 100 GFLOP/s; 1.6x faster than NCHW for the 32-channel 8x8 layer), so batching
+  cannot make them cheaper. With one thread each model's conv therefore runs on its own,
+  channels-last; ``unbind`` keeps the backward one op per layer. On CUDA, and on a CPU
+  with several threads, one grouped conv serves all models: there each op's launch or
+  parallel region is what costs, and fewer, bigger ops win by far.
 - An ``AdaptiveAvgPool`` whose output size equals its input size is the identity and is
-  skipped (the digits CNN pools 4x4 to 4x4, which cost about a tenth of a loop step).
+  skipped (the digits CNN pools 4x4 to 4x4: about a tenth of a loop step); ReLUs after a
+  conv or linear layer work in place.
 - Inputs stay resident on the device in the layout the first layer wants; each epoch's
-  batch indices for all models are drawn at once.
+  batch indices for all models are drawn in one go.
 
 ``torch.compile`` is deliberately not used (design.md: it returned zero gradients on this
 CPU build).
@@ -391,6 +396,7 @@ def _train_loop(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                 sched.step()
                 step += 1
             bar.update(1)
+        model.zero_grad(set_to_none=True)  # return bare models: no gradient buffers
         model.cpu().eval()
     bar.close()
 
