@@ -119,8 +119,11 @@ def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Shuffled index batches over range(n), in the order the generator dictates."""
     order = torch.randperm(n, generator=generator)
-    for i in range(0, n, batch_size):
-        yield order[i : i + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()  # a last batch of one sample would break batch norm: merge it
+    for j, i in enumerate(starts):
+        yield order[i : starts[j + 1] if j + 1 < len(starts) else n]
 
 
 def check_loss(loss: torch.Tensor, what: str, step: int, limit: float = 1e6) -> None:

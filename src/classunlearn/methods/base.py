@@ -71,6 +71,7 @@ class RunContext:
     seed: int
     references: list[nn.Module] | None = None  # only handed to oracle methods
     steps: int = 0
+    epoch: int = 0  # current epoch of a FinetuneMethod run
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +112,8 @@ class FinetuneParams(MethodParams):
         validate_common(self.epochs, self.batch_size, self.lr)
         if self.schedule not in SCHEDULES:
             raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
         if not 0.0 < self.retain_fraction <= 1.0:
             raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
 
@@ -203,8 +206,8 @@ class FinetuneMethod(Method):
         steps_per_epoch = math.ceil(len(x) / params.batch_size)
         sched = make_scheduler(opt, params.schedule, params.epochs * steps_per_epoch)
         model.train()
-        for _ in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
-                      disable=not show_progress()):
+        for ctx.epoch in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
+                              disable=not show_progress()):
             for idx in batches(len(x), params.batch_size, ctx.generator):
                 idx = idx.to(dev)
                 batch = Batch(x[idx], y[idx], is_forget[idx], forget_row[idx])

@@ -81,6 +81,7 @@ class BE(FinetuneMethod):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.001, "epochs": 5},
         "mnist-5k": {"lr": 0.001, "epochs": 5},
+        "mnist1d": {"lr": 1e-05, "epochs": 10},
     }
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: BEParams, ctx: RunContext

@@ -94,7 +94,8 @@ class BS(FinetuneMethod):
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.001, "epochs": 5},
-        "mnist-5k": {"lr": 0.001, "epochs": 5},
+        "mnist-5k": {"lr": 0.0003, "epochs": 5},
+        "mnist1d": {"lr": 1e-05, "epochs": 10},
     }
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: BSParams, ctx: RunContext

@@ -39,6 +39,7 @@ class FT(FinetuneMethod):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.3, "epochs": 10},
         "mnist-5k": {"lr": 0.1, "epochs": 40},
+        "mnist1d": {"lr": 0.1, "epochs": 10},
     }
 
     def loss(self, model: nn.Module, batch: Batch, params: FTParams, ctx: RunContext

@@ -40,6 +40,7 @@ class GA(FinetuneMethod):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.03, "epochs": 3},
         "mnist-5k": {"lr": 0.02, "epochs": 2},
+        "mnist1d": {"lr": 0.02, "epochs": 1},
     }
 
     def loss(self, model: nn.Module, batch: Batch, params: GAParams, ctx: RunContext

@@ -64,6 +64,7 @@ class L1Sparse(FinetuneMethod):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.1, "gamma": 0.002},
         "mnist-5k": {"lr": 0.1, "gamma": 0.0005},
+        "mnist1d": {"lr": 0.1, "gamma": 0.0005},
     }
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: L1SparseParams,

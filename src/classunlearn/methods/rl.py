@@ -58,6 +58,7 @@ class RL(FinetuneMethod):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "epochs": 10},
         "mnist-5k": {"lr": 0.01, "epochs": 10},
+        "mnist1d": {"lr": 0.01, "epochs": 10},
     }
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: RLParams, ctx: RunContext

@@ -73,7 +73,8 @@ class SCRUB(Method):
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "msteps": 2},
-        "mnist-5k": {"lr": 0.002, "msteps": 2},
+        "mnist-5k": {"lr": 0.01, "msteps": 1},
+        "mnist1d": {"lr": 0.005, "msteps": 1},
     }
 
     def run(self, model: nn.Module, data: UnlearnData, params: SCRUBParams, ctx: RunContext

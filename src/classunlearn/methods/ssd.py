@@ -6,8 +6,9 @@ Synaptic Dampening", AAAI 2024 (arXiv 2308.07707). Importances are diagonal Fish
 estimates: as in the authors' code, the squared gradient of the mean cross-entropy of a
 mini-batch, averaged over the mini-batches of D_f (I_f) and of D = D_f ∪ D_r (I_D), with
 the model in eval mode. Every parameter with I_f > α·I_D is multiplied by
-min(1, λ·I_D / I_f); α = 10, λ = 1 as in the paper (per-dataset values, if the paper's do
-not forget here, are in ``dataset_defaults`` and docs/methods.md).
+min(1, λ·I_D / I_f); α = 10, λ = 1 as in the paper. Where those fail on our data (on the
+mnist1d CNN they cost 25 points of retain accuracy) ``dataset_defaults`` holds tuned
+values; docs/methods.md has the numbers.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class SSD(Method):
     dataset_defaults: dict[str, dict] = {
         "digits": {"alpha": 10.0, "lam": 1.0},
         "mnist-5k": {"alpha": 10.0, "lam": 1.0},
+        "mnist1d": {"alpha": 20.0, "lam": 0.1},
     }
 
     def run(self, model: nn.Module, data: UnlearnData, params: SSDParams, ctx: RunContext

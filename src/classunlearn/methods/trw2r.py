@@ -59,6 +59,7 @@ class TRW2RBudget(TRW):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "epochs": 2},
         "mnist-5k": {"lr": 0.01, "epochs": 2},
+        "mnist1d": {"lr": 0.003, "epochs": 3},
     }
 
 

@@ -88,6 +88,7 @@ class UNSIR(Method):
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.005, "repair_lr": 0.0003},
         "mnist-5k": {"lr": 0.002, "repair_lr": 0.0003},
+        "mnist1d": {"lr": 0.005, "repair_lr": 0.001},
     }
 
     def _fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
