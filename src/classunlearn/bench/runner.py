@@ -36,8 +36,8 @@ from classunlearn.train import default_recipe, override, show_progress
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
 # worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
 ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
-               "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]", "trw-2r-budget",
-               "trw-2r-oracle"]
+               "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]",
+               "trw-2r-budget", "trw-2r-oracle"]
 GAP_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
             "mia_nn", "ulira"]
 TABLE_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
