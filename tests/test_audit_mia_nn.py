@@ -90,8 +90,9 @@ def test_nearest_neighbour_class_validation():
 # ------------------------------------------------------------------ score
 
 
-def test_default_feature_is_probs_and_listed():
-    assert DEFAULT_FEATURE == "probs"
+def test_default_feature_is_listed():
+    # chosen by evidence (docs/audit.md, scripts/mia_nn_evidence.py)
+    assert DEFAULT_FEATURE == "labels"
     assert set(FEATURES) == {"logits", "probs", "nn_prob", "labels"}
 
 
@@ -245,3 +246,13 @@ def test_validation_errors():
     _raises_one_line(mia_nn_audit, logits, [], labels, F, NN)
     _raises_one_line(mia_nn_audit, logits, [refs[0][:-1]], labels, F, NN)
     _raises_one_line(mia_nn_audit, logits, refs, labels, F, NN, fold=3)
+
+
+def test_rounding_level_spread_gives_unknown_z():
+    rng = np.random.default_rng(0)
+    labels = np.array([F] * 20 + [NN] * 20)
+    logits = rng.normal(size=(40, 4))
+    logits[labels == F, F] += 5
+    res = mia_nn_audit(logits, [logits, logits], labels, F, NN,
+                       reference_scores=[50.0, 50.0 + 1e-13], folds=5, repeats=1)
+    assert np.isnan(res.z) and not np.isnan(res.reference_std)

@@ -1,37 +1,354 @@
-"""`classunlearn audit`: load a checkpoint and its references, compute logits once, and
-evaluate every requested metric group."""
+"""`classunlearn audit`: measure one checkpoint against retrained references.
+
+Every model's logits are computed once (``SplitLogits``) and reused by every metric. The
+metric groups:
+
+- ``accuracy``: Acc_r, Acc_f, TA_r, TA_f and per-class test accuracy;
+- ``tv``: TV distance to the references' mean output on T_f (``tv``), D_f and T_r;
+- ``svc_mia``: SVC-MIA (feature printed with the score);
+- ``mia_nn``: MIA-NN score, gap and z against the references' spread;
+- ``ulira``: U-LiRA with shadow models. The method that produced the audited checkpoint
+  (read from its sidecar) is run on N shadow originals; shadow sets and the unlearned
+  shadows' confidences are bench units kept in a hashed :class:`~classunlearn.bench.store.Store`
+  (``--cache``), so a second audit on the same data reuses them.
+
+Each reference is audited too, against the *other* references (leave-one-out): that row
+shows what a retrained model scores, i.e. the yardstick's own spread.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from classunlearn.checkpoint import load_checkpoint, load_meta
+import numpy as np
+import torch
+
+from classunlearn.checkpoint import CheckpointMeta, load_checkpoint, load_meta
 from classunlearn.data import ForgetSplit, load_dataset
-from classunlearn.errors import CheckpointError, ParameterError
-from classunlearn.evaluate import SplitLogits, basic_metrics
+from classunlearn.errors import CheckpointError, ParameterError, UserError
+from classunlearn.evaluate import (
+    SplitLogits,
+    attack_metrics,
+    basic_metrics,
+    nn_classes,
+    reference_mia_scores,
+)
 from classunlearn.table import markdown_table
 
-METRIC_GROUPS = ("accuracy", "tv")
+METRIC_GROUPS = ("accuracy", "tv", "svc_mia", "mia_nn", "ulira")
+# Keys of design.md's CLI contract, always present in the JSON's "metrics" (null = not
+# measured, with the reason in "unavailable").
+CONTRACT_KEYS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
+                 "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap",
+                 "runtime_s")
+# Avg. Gap of paper.md section 5, over whichever of these both sides measured.
+GAP_KEYS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
+            "mia_nn", "ulira")
+_GROUP_KEYS = {
+    "accuracy": ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget",
+                 "per_class_test_acc"),
+    "tv": ("tv", "tv_train_forget", "tv_test_retain"),
+    "svc_mia": ("svc_mia", "svc_mia_feature"),
+    "mia_nn": ("mia_nn", "mia_nn_gap", "mia_nn_z", "mia_nn_auc", "mia_nn_ref_mean",
+               "mia_nn_ref_std", "mia_nn_feature", "nn_class"),
+}
+SHADOW_SEED_ORIGINALS = 2000  # the seeds bench uses for seed 0's shadow sets
+SHADOW_SEED_RETRAINS = 3000
 
 
 def parse_metric_groups(text: str) -> list[str]:
+    """'all' or a comma-separated list of METRIC_GROUPS; anything else is refused."""
     if text.strip() == "all":
         return list(METRIC_GROUPS)
     groups = [g.strip() for g in text.split(",") if g.strip()]
     bad = [g for g in groups if g not in METRIC_GROUPS]
     if bad or not groups:
-        raise ParameterError(f"unknown metric group(s) {bad or text!r}; choose from "
-                             f"{', '.join(METRIC_GROUPS)} or 'all'")
+        raise ParameterError(f"unknown metric group(s) {', '.join(bad) or repr(text)}; "
+                             f"--metrics takes 'all' or a comma-separated list of "
+                             f"{', '.join(METRIC_GROUPS)}")
+    return [g for g in METRIC_GROUPS if g in groups]
+
+
+def check_shadows(n: int, groups: list[str]) -> None:
+    if "ulira" in groups and (n < 0 or n == 1 or n % 2):
+        raise ParameterError(f"--shadows must be an even number >= 2 (or 0 to skip U-LiRA), "
+                             f"got {n}")
+
+
+def preflight(args: argparse.Namespace) -> list[str]:
+    """Every check on the command line that needs no model, before any work: metric groups,
+    shadow count, attack features, and a --json that would overwrite a checkpoint."""
+    from classunlearn.audit.mia_nn import FEATURES as MIA_FEATURES
+    from classunlearn.audit.svc_mia import FEATURES as SVC_FEATURES
+
+    groups = parse_metric_groups(args.metrics)
+    check_shadows(args.shadows, groups)
+    for flag, value, allowed in (("--mia-feature", args.mia_feature, MIA_FEATURES),
+                                 ("--svc-feature", args.svc_feature, SVC_FEATURES)):
+        if value is not None and value not in allowed:
+            raise ParameterError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    if args.json:
+        check_json_target(args.json, [args.checkpoint, *args.reference])
     return groups
 
 
-def audit_checkpoint(args: argparse.Namespace) -> dict:
+def check_json_target(json_path: str | Path, checkpoints: list[str | Path]) -> None:
+    """Refuse a --json path that would overwrite a checkpoint or its sidecar (``x.json``
+    beside ``x.safetensors``): the checkpoint would be lost."""
+    target = Path(json_path).resolve()
+    for ckpt in checkpoints:
+        ckpt = Path(ckpt).resolve()
+        if target in (ckpt, ckpt.with_suffix(".json")):
+            raise ParameterError(f"--json {json_path} would overwrite checkpoint {ckpt.name} or "
+                                 "its sidecar; choose another file name, e.g. "
+                                 f"{ckpt.stem}.audit.json")
+
+
+# ------------------------------------------------------------------ the audited method
+
+@dataclass(frozen=True)
+class RecordedMethod:
+    """How the audited checkpoint was made, as U-LiRA must replay it on the shadows."""
+
+    name: str
+    params: dict
+    seed: int
+    source: str  # where this was read from, for the report
+
+
+def recorded_method(meta: CheckpointMeta, forget: tuple[int, ...]
+                    ) -> tuple[RecordedMethod | None, str | None]:
+    """(method, None), or (None, why U-LiRA cannot replay what made this checkpoint).
+
+    A sidecar with a ``method`` record (written by ``unlearn``) gives the method, its
+    parameters and seed. Without one, a checkpoint written by ``train`` counts as the method
+    ``original``, and one from ``train --exclude-class`` (the forget classes) as ``retrain``
+    with the checkpoint's recipe. Anything else has no recorded method: no number stands in.
+    """
+    if meta.method:
+        name = meta.method.get("name")
+        if not name:
+            return None, "its sidecar's method record has no method name"
+        done = tuple(sorted(int(c) for c in meta.method.get("forget_classes", forget)))
+        if done != tuple(forget):
+            return None, (f"it was unlearned for classes {list(done)}, not the audited forget "
+                          f"classes {list(forget)}")
+        return RecordedMethod(name, dict(meta.method.get("params") or {}),
+                              int(meta.method.get("seed", 0)), "sidecar method record"), None
+    if meta.parent_sha256:
+        return None, ("it was derived from another checkpoint (parent_sha256 is set) but its "
+                      "sidecar records no method")
+    if not meta.recipe:
+        return None, ("its sidecar records neither an unlearning method nor a training recipe "
+                      "(not written by `classunlearn train` or `unlearn`)")
+    excluded = tuple(sorted(meta.excluded_classes))
+    if not excluded:
+        return RecordedMethod("original", {}, meta.seed, "written by `train` (no method)"), None
+    if excluded == tuple(forget):
+        return RecordedMethod("retrain", dict(meta.recipe), meta.seed,
+                              "written by `train --exclude-class` (retrain, its recipe)"), None
+    return None, (f"it was trained without classes {list(excluded)}, not the forget classes "
+                  f"{list(forget)}, and records no method")
+
+
+# ------------------------------------------------------------------ U-LiRA through the store
+
+def unit_shadow_method(ctx, method_spec: str, params: dict, seed: int, shadows: dict,
+                       references: list[dict]) -> tuple[dict, dict]:
+    """Run a method on every shadow original of `shadows` (a ``unit_shadows`` result), the way
+    the bench's ``unit_method`` does, without unlearning a main model: arrays ``phi`` (N, n)
+    of the unlearned shadows on D_f. A diverging method is reported in ``info["failed"]``."""
+    from classunlearn.bench.units import _unlearn_shadows, model_from_arrays
+    from classunlearn.errors import TrainingDiverged
+    from classunlearn.methods import make_params
+
+    split, _ = ctx.load()
+    cls, p = make_params(method_spec, ctx.dataset, {k: str(v) for k, v in params.items()})
+    refs = [model_from_arrays(ctx, split, r) for r in references] if cls.oracle else None
+    start = time.perf_counter()
+    try:
+        phi, runtime = _unlearn_shadows(ctx, split, cls(), p, seed, shadows, refs)
+    except TrainingDiverged as e:
+        return {}, {"method": method_spec, "failed": str(e)}
+    return {"phi": phi}, {"method": method_spec, "runtime_s": runtime,
+                          "wall_s": time.perf_counter() - start}
+
+
+def unit_shadow_retrain(ctx, params: dict, seed: int, shadows: dict) -> tuple[dict, dict]:
+    """Replay `retrain` on the shadows: for every shadow original, a model trained from
+    scratch on the D_r part of its half, with the recorded recipe, by the same stacked
+    trainer (``shadows.train_ensemble``) that trains the shadow retrains.
+
+    A reading of ours: ``Retrain.run`` (``train.train_model``) on each shadow would also be
+    "retrain", but the shadow trainer pads every model's epoch to the largest half's number
+    of full batches, so its models take ~10 % more steps than ``train_model`` on the same
+    data, and U-LiRA tells the two trainers apart (digits, N = 8: 62 to 72 instead of ~53).
+    The ideal unlearner must be judged with the auditor's own notion of retraining."""
+    from classunlearn.audit.ulira import logit_confidence
+    from classunlearn.shadows import train_ensemble
+    from classunlearn.train import Recipe, predict_logits
+
+    split, _ = ctx.load()
+    ds = split.dataset
+    start = time.perf_counter()
+    pool = torch.from_numpy(np.array(shadows["pool"]))
+    masks = torch.from_numpy(np.array(shadows["mask"])).bool()
+    retain = ~torch.isin(ds.y_train[pool], torch.tensor(split.forget_classes))
+    idx = pool[retain]
+    models = train_ensemble(ctx.model, ds.input_shape, ds.num_classes, ds.x_train[idx],
+                            ds.y_train[idx], masks[:, retain], Recipe.from_dict(params),
+                            [seed * 1000 + i for i in range(len(masks))],
+                            model_kwargs=ctx.model_kwargs, desc="retrain on shadows")
+    xf, yf = split.part("train_forget")
+    phi = np.stack([logit_confidence(predict_logits(m, xf).numpy(), yf.numpy())
+                    for m in models])
+    wall = time.perf_counter() - start
+    return {"phi": phi}, {"method": "retrain", "runtime_s": wall, "wall_s": wall,
+                          "trainer": "shadows.train_ensemble"}
+
+
+@dataclass
+class UliraOutcome:
+    metrics: dict
+    details: dict
+    unavailable: str | None = None
+
+
+def _cached_units(store, units: list[tuple[str, str, Callable, tuple]], counts: dict,
+                  log: Callable[[str], None]) -> dict[str, tuple[dict, dict]]:
+    """(arrays, info) of each unit: from the store, else computed here (one thread, like the
+    bench's local executor) and stored. Failed units are returned, not stored."""
+    from classunlearn.bench.executors import LocalExecutor
+
+    out: dict[str, tuple[dict, dict]] = {}
+    for key, label, fn, args in units:
+        found = store.load(key)
+        if found is not None:
+            out[key] = found
+            counts["reused"] += 1
+            log(f"  reused {label} ({key})")
+            continue
+        log(f"  computing {label} ...")
+        _, (arrays, info) = next(LocalExecutor().run([(fn, args)]))
+        info = {**info, "label": label, "kind": "audit"}
+        if not info.get("failed"):
+            store.save(key, arrays, info)
+        counts["computed"] += 1
+        out[key] = (arrays, info)
+        log(f"  done {label} ({info.get('wall_s', 0.0):.1f} s)")
+    return out
+
+
+def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: str | None,
+              n_shadows: int, cache: Path, model_logits: SplitLogits,
+              ref_logits: list[SplitLogits], ref_models: list, ref_shas: list[str],
+              log: Callable[[str], None]) -> UliraOutcome:
+    """U-LiRA of the method that made `ckpt` (leave-one-out over its shadows), plus the share
+    of D_f that the shadows call "unlearned" for the audited model and each reference."""
+    from classunlearn.audit.ulira import logit_confidence, ulira_leave_one_out, ulira_target_score
+    from classunlearn.bench.store import Store, unit_key
+    from classunlearn.bench.units import StudyContext, unit_shadows, weights_to_arrays
+    from classunlearn.methods import make_params
+
+    if n_shadows == 0:
+        return UliraOutcome({}, {}, "skipped (--shadows 0)")
+    method, why = recorded_method(meta, split.forget_classes)
+    if method is None:
+        return UliraOutcome({}, {}, f"{ckpt.name}: {why}; U-LiRA must replay the method that "
+                            "made the model on shadow models")
+    try:
+        cls, params = make_params(method.name, meta.dataset,
+                                  {k: str(v) for k, v in method.params.items()})
+    except UserError as e:
+        return UliraOutcome({}, {}, f"the recorded method cannot be rebuilt: {e}")
+    ctx = StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
+                       dict(meta.recipe), tuple(split.forget_classes))
+    store = Store(cache)
+    # The same keys as `bench` uses for its seed-0 shadow sets: a bench --out folder works as
+    # a cache too.
+    base = {"v": 1, **ctx.spec()}
+    no_forget = {**base, "forget_classes": None}
+    k_orig = unit_key({**no_forget, "unit": "shadows", "n": n_shadows, "seed": 0,
+                       "exclude": False})
+    k_ret = unit_key({**base, "unit": "shadows", "n": n_shadows, "seed": 0, "exclude": True})
+    counts = {"computed": 0, "reused": 0}
+    log(f"U-LiRA: {n_shadows} shadow originals and {n_shadows} shadow retrains "
+        f"(cache {cache})")
+    done = _cached_units(store, [
+        (k_orig, f"{n_shadows} shadow originals", unit_shadows,
+         (ctx, SHADOW_SEED_ORIGINALS, n_shadows, False)),
+        (k_ret, f"{n_shadows} shadow retrains", unit_shadows,
+         (ctx, SHADOW_SEED_RETRAINS, n_shadows, True))], counts, log)
+    ref_arrays = [weights_to_arrays(m) for m in ref_models] if cls.oracle else []
+    k_method = unit_key({**base, "unit": "shadow-method", "v_replay": 2, "method": method.name,
+                         "params": params.to_dict(), "seed": method.seed, "shadows": k_orig,
+                         "refs": list(ref_shas) if cls.oracle else []})
+    if method.name == "retrain":  # replayed with the shadows' own trainer (see the unit)
+        replay = (k_method, f"retrain on {n_shadows} shadows (stacked trainer)",
+                  unit_shadow_retrain, (ctx, params.to_dict(), method.seed, done[k_orig][0]))
+    else:
+        replay = (k_method, f"{method.name} on {n_shadows} shadows", unit_shadow_method,
+                  (ctx, method.name, params.to_dict(), method.seed, done[k_orig][0],
+                   ref_arrays))
+    done.update(_cached_units(store, [replay], counts, log))
+    arrays, info = done[k_method]
+    details = {"method": method.name, "params": params.to_dict(), "seed": method.seed,
+               "method_source": method.source, "shadows": n_shadows, "cache": str(cache),
+               "units_computed": counts["computed"], "units_reused": counts["reused"],
+               "unit_keys": {"shadow_originals": k_orig, "shadow_retrains": k_ret,
+                             "method": k_method}}
+    if info.get("failed"):
+        return UliraOutcome({}, details, f"{method.name} diverged on a shadow model: "
+                            f"{info['failed']}")
+    in_mask = np.asarray(done[k_orig][0]["mask"])[:, split.train_forget.numpy()].astype(bool)
+    unlearned_phi, retrained_phi = np.asarray(arrays["phi"]), np.asarray(done[k_ret][0]["phi"])
+    u = ulira_leave_one_out(unlearned_phi, in_mask, retrained_phi)
+    y_f = split.part("train_forget")[1].numpy()
+
+    def flagged(lg: SplitLogits) -> float:
+        phi = logit_confidence(lg.train_forget.numpy(), y_f)
+        return ulira_target_score(phi, None, unlearned_phi, in_mask, retrained_phi)
+
+    metrics = {"ulira": u.accuracy_best, "ulira_auc": u.auc, "ulira_at_zero": u.accuracy_at_zero,
+               "ulira_tpr_at_1fpr": u.tpr_at_1pct_fpr, "ulira_flagged": flagged(model_logits)}
+    details["reference_flagged"] = [flagged(r) for r in ref_logits]
+    details["variance"] = u.variance
+    return UliraOutcome(metrics, details)
+
+
+# ------------------------------------------------------------------ the audit
+
+def _pick(d: dict, groups: list[str]) -> dict:
+    keys = {k for g in groups for k in _GROUP_KEYS.get(g, ())}
+    return {k: v for k, v in d.items() if k in keys}
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dict:
+    """Run the audit described by the parsed CLI arguments; print the table, return the JSON
+    document."""
     groups = parse_metric_groups(args.metrics)
-    meta = load_meta(args.checkpoint)
+    n_shadows = int(getattr(args, "shadows", 16))
+    check_shadows(n_shadows, groups)
+    ckpt = Path(args.checkpoint)
+    meta = load_meta(ckpt)
     ds = load_dataset(meta.dataset, args.data_dir)
     split = ForgetSplit.make(ds, args.forget_class)
-    model, meta = load_checkpoint(args.checkpoint, ds)
-    refs = []
+    model, meta = load_checkpoint(ckpt, ds)
+    refs, ref_shas, ref_paths = [], [], [str(p) for p in args.reference]
     for path in args.reference:
         ref, ref_meta = load_checkpoint(path, ds)
         if sorted(ref_meta.excluded_classes) != list(split.forget_classes):
@@ -39,23 +356,174 @@ def audit_checkpoint(args: argparse.Namespace) -> dict:
                 f"reference {path} was trained without classes {ref_meta.excluded_classes}, "
                 f"not the forget classes {list(split.forget_classes)}; train it with "
                 "`classunlearn train --exclude-class ...`")
-        refs.append(SplitLogits.of(ref, split))
-    logits = SplitLogits.of(model, split)
-    metrics = basic_metrics(logits, split, refs if "tv" in groups else None)
-    ref_metrics = [basic_metrics(r, split) for r in refs]
-    print(_table(metrics, ref_metrics, split))
-    return {"checkpoint": str(args.checkpoint), "forget_classes": list(split.forget_classes),
-            "method": (meta.method or {}).get("name", "retrain" if meta.excluded_classes
-                                               else "original"),
-            "metrics": metrics, "references": ref_metrics}
+        if ref_meta.sha256 == meta.sha256:
+            raise CheckpointError(f"reference {path} is the audited checkpoint itself; pass "
+                                  "other retrained models as references")
+        refs.append(ref)
+        ref_shas.append(ref_meta.sha256)
+    if len(set(ref_shas)) != len(ref_shas):
+        raise CheckpointError("the same reference is given twice; pass distinct retrained "
+                              "models (their spread is the yardstick)")
+    mia_feature = getattr(args, "mia_feature", None)
+    svc_feature = getattr(args, "svc_feature", None)
+    seed = int(getattr(args, "seed", 0))
+
+    logits = SplitLogits.of(model, split)  # once per model, reused by every metric
+    ref_logits = [SplitLogits.of(r, split) for r in refs]
+    others = [ref_logits[:i] + ref_logits[i + 1:] for i in range(len(refs))]
+    unavailable: dict[str, str] = {}
+    metrics: dict = {}
+    ref_metrics: list[dict] = [{} for _ in refs]
+
+    if "accuracy" in groups:
+        metrics.update(_pick(basic_metrics(logits, split), ["accuracy"]))
+        for i, r in enumerate(ref_logits):
+            ref_metrics[i].update(_pick(basic_metrics(r, split), ["accuracy"]))
+    if "tv" in groups:
+        metrics.update(_pick(basic_metrics(logits, split, ref_logits), ["tv"]))
+        for i, r in enumerate(ref_logits):
+            if others[i]:
+                ref_metrics[i].update(_pick(basic_metrics(r, split, others[i]), ["tv"]))
+        if len(refs) < 2:
+            unavailable["tv (references)"] = "needs 2 references to compare them"
+    attack = [g for g in ("svc_mia", "mia_nn") if g in groups]
+    nn = nn_classes(split, ref_logits) if attack else {}
+    if attack:
+        # each reference is scored once; a reference row uses the other references' scores
+        ref_mia = reference_mia_scores(split, ref_logits, nn, mia_feature)
+        metrics.update(_pick(attack_metrics(logits, split, ref_logits, nn, mia_feature,
+                                            svc_feature, seed, ref_mia), attack))
+        for i, r in enumerate(ref_logits):
+            loo = {f: v[:i] + v[i + 1:] for f, v in ref_mia.items()}
+            ref_metrics[i].update(_pick(attack_metrics(r, split, others[i], nn, mia_feature,
+                                                       svc_feature, seed, loo), attack))
+        if "mia_nn" in groups and len(refs) < 2:
+            unavailable["mia_nn_z"] = ("needs at least 2 references (z divides the gap by "
+                                       "the references' sd)")
+    ulira_details: dict = {}
+    if "ulira" in groups:
+        cache = Path(args.cache) if getattr(args, "cache", None) else (
+            ckpt.resolve().parent / ".classunlearn-cache")
+        out = run_ulira(ckpt, meta, split, args.data_dir, n_shadows, cache, logits,
+                        ref_logits, refs, ref_shas, log)
+        metrics.update(out.metrics)
+        ulira_details = out.details
+        for i, v in enumerate(out.details.get("reference_flagged", [])):
+            ref_metrics[i]["ulira_flagged"] = v
+        if out.unavailable:
+            unavailable["ulira"] = out.unavailable
+    if meta.method and _finite(meta.method.get("wall_time_s")):
+        metrics["runtime_s"] = float(meta.method["wall_time_s"])
+    else:
+        unavailable["runtime_s"] = ("the sidecar records no unlearning run (only `unlearn` "
+                                    "records one)")
+
+    ref_mean = {k: float(np.mean([r[k] for r in ref_metrics])) for k in GAP_KEYS
+                if ref_metrics and all(_finite(r.get(k)) for r in ref_metrics)}
+    gap_keys = [k for k in GAP_KEYS if _finite(metrics.get(k)) and k in ref_mean]
+    if gap_keys:
+        metrics["avg_gap"] = float(np.mean([abs(metrics[k] - ref_mean[k]) for k in gap_keys]))
+        for i, r in enumerate(ref_metrics):  # each reference against the others' mean
+            if len(ref_metrics) > 1:
+                rest = [o for j, o in enumerate(ref_metrics) if j != i]
+                r["avg_gap"] = float(np.mean([abs(r[k] - np.mean([o[k] for o in rest]))
+                                              for k in gap_keys]))
+    else:
+        unavailable["avg_gap"] = "no metric was measured for both the model and the references"
+    left_out = [k for k in GAP_KEYS if k not in gap_keys]
+    for key in CONTRACT_KEYS:
+        metrics.setdefault(key, None)
+    method, _ = recorded_method(meta, split.forget_classes)
+    result = {
+        "checkpoint": str(ckpt), "dataset": meta.dataset,
+        "forget_classes": list(split.forget_classes),
+        "method": method.name if method else (meta.method or {}).get("name", "unknown"),
+        "method_params": method.params if method else None,
+        "metric_groups": groups, "metrics": metrics,
+        "avg_gap_keys": gap_keys, "avg_gap_left_out": left_out,
+        "references": [{"checkpoint": p, **m} for p, m in zip(ref_paths, ref_metrics)],
+        "reference_mean": ref_mean, "ulira_details": ulira_details,
+        "unavailable": unavailable,
+    }
+    print(render(result, split))
+    return result
 
 
-def _table(metrics: dict, refs: list[dict], split: ForgetSplit) -> str:
-    keys = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "tv"]
-    header = ["model", "Acc_r", "Acc_f", "TA_r", "TA_f", "TV(T_f)"]
-    rows = [["audited", *(metrics.get(k) for k in keys)]]
-    rows += [[f"reference {i}", *(r.get(k) for k in keys)] for i, r in enumerate(refs)]
+# ------------------------------------------------------------------ output
+
+_COLUMNS = [("Acc_r", "acc_retain"), ("Acc_f", "acc_forget"), ("TA_r", "test_acc_retain"),
+            ("TA_f", "test_acc_forget"), ("SVC-MIA", "svc_mia"), ("MIA-NN", "mia_nn"),
+            ("MIA-NN gap", "mia_nn_gap"), ("MIA-NN z", "mia_nn_z"), ("U-LiRA", "ulira"),
+            ("U-LiRA AUC", "ulira_auc"), ("U-LiRA flagged", "ulira_flagged"),
+            ("TV(T_f)", "tv"), ("Avg.Gap", "avg_gap")]
+
+
+def render(result: dict, split: ForgetSplit) -> str:
+    """The readable report: one row for the audited model, one per reference (each audited
+    against the other references), then what each number means and what is missing."""
+    m, refs = result["metrics"], result["references"]
+    cols = [(h, k) for h, k in _COLUMNS
+            if m.get(k) is not None or any(r.get(k) is not None for r in refs)]
+    rows = [[f"audited ({result['method']})", *(m.get(k) for _, k in cols)]]
+    for i, r in enumerate(refs):
+        rows.append([f"reference {i} (vs others)", *(r.get(k) for _, k in cols)])
+    if refs:
+        # z of a reference against the others swings wildly with few references (their
+        # sd is itself a noisy estimate), so its mean is not shown
+        mean = {k: float(np.mean([r[k] for r in refs])) for _, k in cols
+                if k != "mia_nn_z" and all(_finite(r.get(k)) for r in refs)}
+        rows.append(["references' mean", *(mean.get(k) for _, k in cols)])
+    lines = [f"audit of {result['checkpoint']} ({result['dataset']}, forget classes "
+             f"{result['forget_classes']}, method {result['method']}) against "
+             f"{len(refs)} reference(s)", "", markdown_table(["model", *(h for h, _ in cols)],
+                                                           rows, digits=2), ""]
     names = split.dataset.class_names
-    per_class = ", ".join(f"{names[c]}:{a:.0f}" for c, a in
-                          enumerate(metrics["per_class_test_acc"]))
-    return markdown_table(header, rows, digits=2) + f"\nper-class test accuracy: {per_class}"
+    if m.get("per_class_test_acc"):
+        lines.append("per-class test accuracy: " + ", ".join(
+            f"{names[c]}:{a:.0f}" for c, a in enumerate(m["per_class_test_acc"])))
+    if m.get("svc_mia_feature"):
+        lines.append(f"SVC-MIA feature: {m['svc_mia_feature']} (share of D_f predicted "
+                     "non-member, %)")
+    if m.get("mia_nn_feature"):
+        nn = ", ".join(f"{names[int(f)]}->{names[c]}" for f, c in m["nn_class"].items())
+        lines.append(f"MIA-NN feature: {m['mia_nn_feature']}; nearest neighbour class {nn}; "
+                     f"references {m['mia_nn_ref_mean']:.1f} ± {m['mia_nn_ref_std']:.1f}; "
+                     "z = |score - refs' mean| / refs' sd (each reference row: against the "
+                     "other references)")
+    u = result["ulira_details"]
+    if m.get("ulira") is not None:
+        lines.append(f"U-LiRA: method {u['method']} ({u['method_source']}) replayed on "
+                     f"{u['shadows']} shadow originals vs {u['shadows']} shadow retrains; "
+                     "balanced accuracy at the best threshold (50 = ideal); 'flagged' = % of "
+                     f"D_f the shadows call unlearned; units computed {u['units_computed']}, "
+                     f"reused {u['units_reused']} (cache {u['cache']})")
+    if m.get("avg_gap") is not None:
+        lines.append(f"Avg.Gap averages |model - references' mean| over "
+                     f"{', '.join(result['avg_gap_keys'])}"
+                     + (f" (left out: {', '.join(result['avg_gap_left_out'])}: not measured "
+                        "for both)" if result["avg_gap_left_out"] else ""))
+    if m.get("runtime_s") is not None:
+        lines.append(f"runtime: {m['runtime_s']:.2f} s (the method's run, from the sidecar)")
+    if m.get("mia_nn_feature") and 2 <= len(refs) <= 3:
+        lines.append(f"note: each reference row is judged against only {len(refs) - 1} other "
+                     "reference(s), whose sd is itself a noisy estimate: read those z loosely "
+                     "(docs/audit.md: how many references a stable verdict needs)")
+    for key, why in result["unavailable"].items():
+        label = "U-LiRA" if key == "ulira" else key
+        lines.append(f"{label} unavailable: {why}")
+    return "\n".join(lines)
+
+
+def json_ready(obj: object) -> object:
+    """NaN and infinities become null (strict JSON); numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, torch.Tensor):
+        obj = obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

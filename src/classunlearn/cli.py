@@ -32,6 +32,59 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _model_kwargs(items: list[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k, v in _key_values(items, "--model-arg").items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            raise ParameterError(f"--model-arg {k} expects an integer, got '{v}'") from None
+        if out[k] < 0:
+            raise ParameterError(f"--model-arg {k} must be >= 0, got {out[k]}")
+    return out
+
+
+def _build_model(name: str, ds, seed: int | None = None, **kwargs):
+    """build_model, with a size torch refuses reported as bad input."""
+    from classunlearn.models import build_model
+
+    try:
+        return build_model(name, ds.input_shape, ds.num_classes, seed=seed, **kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise ParameterError(f"cannot build model '{name}' with {kwargs}: {e}; fix --model-arg"
+                             ) from None
+
+
+def check_device(name: str) -> None:
+    """Refuse an unknown or absent --device before any work."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ParameterError(f"unknown --device '{name}'; use auto, cpu or cuda[:N]") from None
+    ok = {"cpu": True, "cuda": torch.cuda.is_available()
+          and (dev.index or 0) < torch.cuda.device_count(),
+          "mps": torch.backends.mps.is_available()}.get(dev.type, False)
+    if not ok:
+        raise ParameterError(f"--device {name} is not available on this machine; use "
+                             "--device auto or cpu")
+
+
+def check_checkpoint_out(out: Path, inputs: list[str]) -> None:
+    """A new checkpoint path: .safetensors, writable, and not one of the inputs."""
+    if out.suffix != ".safetensors":
+        raise ParameterError(f"--out {out} must end in .safetensors (its .json sidecar is "
+                             "written beside it)")
+    for i in inputs:
+        if Path(i).resolve() == out.resolve():
+            raise ParameterError(f"--out {out} is also an input checkpoint; write to a new "
+                                 "file so the input is kept")
+    check_writable(out)
+
+
 def check_writable(path: Path) -> None:
     """Fail before any work if the output location cannot be written."""
     folder = path if path.suffix == "" else path.parent
@@ -40,8 +93,10 @@ def check_writable(path: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise UserError(f"cannot write to {folder}: {e.strerror}; choose a writable --out"
-                        ) from None
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       None)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
+        raise UserError(f"cannot write to {folder}: {why}; choose a writable --out") from None
 
 
 # ------------------------------------------------------------------ commands
@@ -80,14 +135,14 @@ def _dataset(name: str, data_dir: str | None):
 def cmd_train(args: argparse.Namespace) -> int:
     from classunlearn.checkpoint import CheckpointMeta, save_checkpoint
     from classunlearn.data import DATASETS, ForgetSplit
-    from classunlearn.models import build_model
     from classunlearn.train import default_recipe, override, train_model
 
     out = Path(args.out)
-    check_writable(out)
+    check_checkpoint_out(out, [])
+    check_device(args.device)
     ds = _dataset(args.dataset, args.data_dir)
     model_name = args.model or DATASETS[args.dataset].default_model
-    model_kwargs = {k: int(v) for k, v in _key_values(args.model_arg, "--model-arg").items()}
+    model_kwargs = _model_kwargs(args.model_arg)
     recipe = override(default_recipe(args.dataset), epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size)
     x, y, excluded = ds.x_train, ds.y_train, []
@@ -95,8 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         split = ForgetSplit.make(ds, args.exclude_class)
         x, y = split.part("train_retain")
         excluded = list(split.forget_classes)
-    model = build_model(model_name, ds.input_shape, ds.num_classes, seed=args.seed,
-                        **model_kwargs)
+    model = _build_model(model_name, ds, seed=args.seed, **model_kwargs)
     model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
                         desc=f"train {model_name}")
     meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
@@ -114,7 +168,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from classunlearn.methods import UnlearnData, make_params
 
     out = Path(args.out)
-    check_writable(out)
+    check_checkpoint_out(out, [args.checkpoint, *(args.reference or [])])
+    check_device(args.device)
     meta = load_meta(args.checkpoint)
     ds = _dataset(meta.dataset, args.data_dir)
     model, meta = load_checkpoint(args.checkpoint, ds)
@@ -136,13 +191,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from classunlearn.audit_run import audit_checkpoint
+    from classunlearn.audit_run import audit_checkpoint, json_ready, preflight
 
+    preflight(args)  # bad input fails before any work
     if args.json:
         check_writable(Path(args.json))
     result = audit_checkpoint(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+        Path(args.json).write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
         print(f"wrote {args.json}")
     return 0
 
@@ -153,12 +209,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     methods = ALL_METHODS if args.methods == "all" else [
         m.strip() for m in args.methods.split(",") if m.strip()]
-    model_kwargs = {k: int(v) for k, v in _key_values(args.model_arg, "--model-arg").items()}
+    if not methods or len(set(methods)) != len(methods):
+        raise ParameterError(f"--methods '{args.methods}' is empty or names a method twice; "
+                             "give 'all' or a comma-separated list of distinct methods")
+    model_kwargs = _model_kwargs(args.model_arg)
     method_params: dict[str, dict[str, str]] = {}
     for item in args.set or []:
         if ":" not in item.split("=", 1)[0]:
             raise ParameterError(f"bench --set expects METHOD:KEY=VALUE, got '{item}'")
         method, kv = item.split(":", 1)
+        if method not in methods:
+            raise ParameterError(f"bench --set '{item}' names method '{method}', which is not "
+                                 "in --methods; add it there or drop the --set")
         method_params.setdefault(method, {}).update(_key_values([kv], "--set"))
     cfg = BenchConfig(
         dataset=args.dataset, data_dir=args.data_dir, model=args.model, model_kwargs=model_kwargs,
@@ -167,6 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         methods=methods, seeds=args.seeds, shadows=args.shadows, references=args.references,
         executor=args.executor, address=args.address, workers=args.workers, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out)
+    _preflight_bench(cfg)
     import time as _time
 
     start = _time.perf_counter()
@@ -178,6 +241,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\n{result.computed} units computed, {result.reused} reused, "
           f"{_time.perf_counter() - start:.0f} s; report: {result.out / 'report.html'}")
     return 0
+
+
+def _preflight_bench(cfg) -> None:
+    """Refuse bad input in one line before the store is touched or an executor (Ray) starts:
+    the runner would find most of it only after work has begun or log lines were printed."""
+    from classunlearn.bench.executors import make_executor
+    from classunlearn.data import DATASETS, ForgetSplit, parse_forget_classes
+    from classunlearn.train import default_recipe, override
+
+    cfg.validate()
+    check_writable(Path(cfg.out) / "results.db")
+    ds = _dataset(cfg.dataset, cfg.data_dir)
+    studies = [parse_forget_classes(f, ds) for f in cfg.forget_classes]
+    for i, fc in enumerate(studies):
+        if fc in studies[:i]:
+            raise ParameterError(f"forget classes {list(fc)} are given twice; list each study "
+                                 "once")
+        ForgetSplit(ds, fc)  # every forget class has training samples
+        empty = [c for c in fc if ds.class_counts("test")[c] == 0]
+        if empty:
+            raise ParameterError(f"forget class {empty[0]} has no test samples in {ds.name}; "
+                                 "bench measures test accuracy on it, add test samples or "
+                                 "pick another class")
+    _build_model(cfg.model or DATASETS[cfg.dataset].default_model, ds, **cfg.model_kwargs)
+    override(default_recipe(cfg.dataset), epochs=cfg.epochs)  # checks --epochs
+    make_executor(cfg.executor, cfg.address, cfg.workers).close()  # Ray: reachable, installed
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -240,7 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reference", action="append", required=True, metavar="CKPT",
                    help="a model retrained without the forget class (repeatable)")
     a.add_argument("--metrics", default="all",
-                   help="comma-separated metric groups: accuracy,tv (default: all)")
+                   help="'all' or comma-separated groups: accuracy,tv,svc_mia,mia_nn,ulira")
+    a.add_argument("--shadows", type=int, default=16,
+                   help="U-LiRA shadow models per side, even (default 16; 0 = skip U-LiRA)")
+    a.add_argument("--cache", metavar="DIR",
+                   help="store for shadow models (default: .classunlearn-cache beside the "
+                        "checkpoint)")
+    a.add_argument("--mia-feature", help="MIA-NN feature kind (default: the evidence-based "
+                   "default, see docs/audit.md)")
+    a.add_argument("--svc-feature", help="SVC-MIA feature (default: confidence)")
+    a.add_argument("--seed", type=int, default=0,
+                   help="seed of SVC-MIA's member subsample (MIA-NN folds use seed 0)")
     a.add_argument("--data-dir")
     a.add_argument("--json", metavar="FILE")
     a.set_defaults(func=cmd_audit)
