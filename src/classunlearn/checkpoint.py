@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from classunlearn.data import Dataset
-from classunlearn.errors import CheckpointError
+from classunlearn.errors import CheckpointError, UserError
 from classunlearn.models import build_model
 
 FORMAT_VERSION = 1
@@ -64,15 +64,41 @@ def sidecar_path(path: Path) -> Path:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _atomic_write_all([(path, data)])
+
+
+def _atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Write every file to a temp file beside it first, then rename them all: a full disk
+    fails while writing the temps, before any old file is replaced, so it never leaves new
+    weights beside an old sidecar."""
+    tmps: list[str] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            tmps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for (path, _), tmp in zip(files, tmps, strict=True):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in tmps:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if the output location cannot be written."""
+    folder = path if path.suffix == "" else path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       None)
+        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
+        raise UserError(f"cannot write to {folder}: {why}; choose a writable --out") from None
 
 
 def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) -> Path:
@@ -87,16 +113,24 @@ def save_checkpoint(model: nn.Module, meta: CheckpointMeta, path: str | Path) ->
         data = tmp_file.read_bytes()
     meta.sha256 = hashlib.sha256(data).hexdigest()
     try:
-        _atomic_write(path, data)
-        _atomic_write(sidecar_path(path), json.dumps(meta.to_dict(), indent=2).encode())
+        _atomic_write_all([(path, data), (sidecar_path(path),
+                                          json.dumps(meta.to_dict(), indent=2).encode())])
     except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror}; "
-                              "choose a writable --out location with free space") from None
+        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; free disk "
+                              "space or choose a writable --out (any old file there is kept)"
+                              ) from None
     return path
 
 
-def _sniff_untrusted(data: bytes, path: Path) -> None:
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+def _sniff_untrusted(head: bytes, path: Path, size: int) -> None:
+    """Refuse, without unpickling, what looks like a pickle or a torch.save zip. `head` is
+    the file's first 9 bytes at least. A safetensors file starts with its header's length
+    (8 bytes, little-endian) and then '{'; that length may itself start with 0x80 or 'PK'
+    (e.g. 640 bytes is 80 02: pickle protocol 2), so a valid header is recognised first."""
+    header_len = int.from_bytes(head[:8], "little")
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + header_len <= size:
+        return
+    if head[:2] == b"PK" or head[:1] == b"\x80":
         raise CheckpointError(
             f"{path} is a pickle/torch .pt file; classunlearn never unpickles files. Convert it "
             "once in a trusted session: "
@@ -107,19 +141,51 @@ def _sniff_untrusted(data: bytes, path: Path) -> None:
 def load_meta(path: str | Path) -> CheckpointMeta:
     """Read and check a checkpoint's sidecar (not the weights)."""
     path = Path(path)
-    side = sidecar_path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found; pass the .safetensors file "
                               "written by `classunlearn train` or `unlearn`")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; pass the .safetensors file "
+                              "written by `classunlearn train` or `unlearn`")
+    if path.suffix == ".json":
+        raise CheckpointError(f"{path} is a sidecar; pass the .safetensors file beside it")
+    try:
+        with open(path, "rb") as f:  # a pickle is named as such, sidecar or not
+            _sniff_untrusted(f.read(9), path, path.stat().st_size)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    side = sidecar_path(path)
     if not side.exists():
         raise CheckpointError(f"sidecar {side} is missing; keep the .json written beside "
                               f"{path.name}")
     try:
-        meta = CheckpointMeta.from_dict(json.loads(side.read_text()))
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raw = json.loads(side.read_text())
+        if not isinstance(raw, dict):
+            raise TypeError(f"a JSON {type(raw).__name__}, not an object")
+        meta = CheckpointMeta.from_dict(raw)
+        _check_meta_types(meta)
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"sidecar {side} is not valid checkpoint JSON ({e}); "
                               "re-create the checkpoint") from None
     return meta
+
+
+def _check_meta_types(meta: CheckpointMeta) -> None:
+    """Refuse a sidecar whose fields have the wrong JSON types (TypeError)."""
+    def ints(v: object) -> bool:
+        return isinstance(v, list) and all(type(i) is int for i in v)
+
+    checks = {"dataset": isinstance(meta.dataset, str), "model": isinstance(meta.model, str),
+              "class_names": isinstance(meta.class_names, list)
+              and all(isinstance(c, str) for c in meta.class_names),
+              "input_shape": ints(meta.input_shape) and all(i > 0 for i in meta.input_shape),
+              "model_kwargs": isinstance(meta.model_kwargs, dict), "recipe":
+              isinstance(meta.recipe, dict), "excluded_classes": ints(meta.excluded_classes),
+              "sha256": isinstance(meta.sha256, str), "method": meta.method is None
+              or isinstance(meta.method, dict)}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise TypeError(f"field(s) {', '.join(bad)} have the wrong type")
 
 
 def load_checkpoint(path: str | Path, dataset: Dataset | None = None
@@ -131,7 +197,7 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
-    _sniff_untrusted(data, path)
+    _sniff_untrusted(data[:9], path, len(data))
     if hashlib.sha256(data).hexdigest() != meta.sha256:
         raise CheckpointError(f"{path} does not match the hash in its sidecar (truncated or "
                               "modified); re-create it")
@@ -142,9 +208,14 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None
 
         state = load_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-    model = build_model(meta.model, tuple(meta.input_shape), meta.num_classes,
-                        **meta.model_kwargs)
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); re-create "
+                              "it with `classunlearn train`") from None
+    try:
+        model = build_model(meta.model, tuple(meta.input_shape), meta.num_classes,
+                            **meta.model_kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"sidecar of {path} describes a model that cannot be built "
+                              f"({e}); re-create the checkpoint") from None
     expected = model.state_dict()
     if set(state) != set(expected):
         missing = sorted(set(expected) - set(state))[:3]
@@ -168,8 +239,8 @@ def check_matches_dataset(meta: CheckpointMeta, dataset: Dataset, path: Path | s
         raise CheckpointError(
             f"{path} was trained on '{meta.dataset}' ({meta.num_classes} classes, inputs "
             f"{tuple(meta.input_shape)}) but the data is '{dataset.name}' "
-            f"({dataset.num_classes} classes, inputs {dataset.input_shape}); pass the matching "
-            "--dataset"
+            f"({dataset.num_classes} classes, inputs {dataset.input_shape}); pass the data it "
+            "was trained on (--dataset / --data-dir)"
         )
 
 

@@ -12,6 +12,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from classunlearn.checkpoint import check_writable
 from classunlearn.errors import ParameterError, UserError
 
 
@@ -44,17 +45,6 @@ def _model_kwargs(items: list[str] | None) -> dict[str, int]:
     return out
 
 
-def _build_model(name: str, ds, seed: int | None = None, **kwargs):
-    """build_model, with a size torch refuses reported as bad input."""
-    from classunlearn.models import build_model
-
-    try:
-        return build_model(name, ds.input_shape, ds.num_classes, seed=seed, **kwargs)
-    except (RuntimeError, ValueError) as e:
-        raise ParameterError(f"cannot build model '{name}' with {kwargs}: {e}; fix --model-arg"
-                             ) from None
-
-
 def check_device(name: str) -> None:
     """Refuse an unknown or absent --device before any work."""
     import torch
@@ -85,18 +75,6 @@ def check_checkpoint_out(out: Path, inputs: list[str]) -> None:
     check_writable(out)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work if the output location cannot be written."""
-    folder = path if path.suffix == "" else path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
-                       None)
-        why = f"{blocker} is a file, not a folder" if blocker else e.strerror
-        raise UserError(f"cannot write to {folder}: {why}; choose a writable --out") from None
 
 
 # ------------------------------------------------------------------ commands
@@ -135,6 +113,7 @@ def _dataset(name: str, data_dir: str | None):
 def cmd_train(args: argparse.Namespace) -> int:
     from classunlearn.checkpoint import CheckpointMeta, save_checkpoint
     from classunlearn.data import DATASETS, ForgetSplit
+    from classunlearn.models import build_model
     from classunlearn.train import default_recipe, override, train_model
 
     out = Path(args.out)
@@ -150,7 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         split = ForgetSplit.make(ds, args.exclude_class)
         x, y = split.part("train_retain")
         excluded = list(split.forget_classes)
-    model = _build_model(model_name, ds, seed=args.seed, **model_kwargs)
+    model = build_model(model_name, ds.input_shape, ds.num_classes, seed=args.seed,
+                        **model_kwargs)
     model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
                         desc=f"train {model_name}")
     meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
@@ -229,7 +209,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         methods=methods, seeds=args.seeds, shadows=args.shadows, references=args.references,
         executor=args.executor, address=args.address, workers=args.workers, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out)
-    _preflight_bench(cfg)
     import time as _time
 
     start = _time.perf_counter()
@@ -241,32 +220,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\n{result.computed} units computed, {result.reused} reused, "
           f"{_time.perf_counter() - start:.0f} s; report: {result.out / 'report.html'}")
     return 0
-
-
-def _preflight_bench(cfg) -> None:
-    """Refuse bad input in one line before the store is touched or an executor (Ray) starts:
-    the runner would find most of it only after work has begun or log lines were printed."""
-    from classunlearn.bench.executors import make_executor
-    from classunlearn.data import DATASETS, ForgetSplit, parse_forget_classes
-    from classunlearn.train import default_recipe, override
-
-    cfg.validate()
-    check_writable(Path(cfg.out) / "results.db")
-    ds = _dataset(cfg.dataset, cfg.data_dir)
-    studies = [parse_forget_classes(f, ds) for f in cfg.forget_classes]
-    for i, fc in enumerate(studies):
-        if fc in studies[:i]:
-            raise ParameterError(f"forget classes {list(fc)} are given twice; list each study "
-                                 "once")
-        ForgetSplit(ds, fc)  # every forget class has training samples
-        empty = [c for c in fc if ds.class_counts("test")[c] == 0]
-        if empty:
-            raise ParameterError(f"forget class {empty[0]} has no test samples in {ds.name}; "
-                                 "bench measures test accuracy on it, add test samples or "
-                                 "pick another class")
-    _build_model(cfg.model or DATASETS[cfg.dataset].default_model, ds, **cfg.model_kwargs)
-    override(default_recipe(cfg.dataset), epochs=cfg.epochs)  # checks --epochs
-    make_executor(cfg.executor, cfg.address, cfg.workers).close()  # Ray: reachable, installed
 
 
 def cmd_report(args: argparse.Namespace) -> int:

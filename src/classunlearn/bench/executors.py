@@ -5,6 +5,7 @@ arrays, so the same unit runs anywhere; only the driver writes to the store."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -86,6 +87,8 @@ class RayExecutor:
             raise UserError("--executor ray needs Ray: pip install 'classunlearn[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
+            if address:
+                _check_reachable(address)
             try:
                 kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
                 if os.environ.get("CLASSUNLEARN_RAY_TMPDIR"):  # tests keep Ray's files there
@@ -116,12 +119,30 @@ class RayExecutor:
         pass
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not never: ray.init on a closed host:port retries forever."""
+    hostport = address.split("://", 1)[-1]
+    if hostport == "auto" or ":" not in hostport:
+        return  # ray resolves these itself and fails fast
+    host, port = hostport.rsplit(":", 1)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} has no valid port; write host:port, "
+                        "ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address!r} ({e.strerror or e}); "
+                        "start it with `ray start --head` or fix --address") from None
+
+
 def _ray_call(fn: Callable, *args: Any) -> Any:
     _init_worker()
     return fn(*args)
 
 
 def make_executor(name: str, address: str | None = None, workers: int | None = None):
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}; leave it out for one per core")
     if name == "local":
         return LocalExecutor()
     if name == "process":

@@ -105,9 +105,13 @@ def _gap_plot(summary: dict) -> str | None:
 def render_tables(results: dict, oracles: set[str]) -> str:
     from classunlearn.bench.runner import HEADER, table_rows
 
+    failed = results.get("failed") or {}
     parts = []
     for study, summary in results["studies"].items():
-        parts.append(f"### {study}\n\n" + markdown_table(HEADER, table_rows(summary, oracles)))
+        # failed keys are "<study> <method>": every seed of that method diverged or some did
+        gone = sorted({k[len(study) + 1:] for k in failed if k.startswith(study + " ")})
+        parts.append(f"### {study}\n\n"
+                     + markdown_table(HEADER, table_rows(summary, oracles, gone)))
     if len(results["studies"]) > 1:
         parts.append("### pooled over studies\n\n" +
                      markdown_table(HEADER, table_rows(results["summary"], oracles)))
@@ -116,10 +120,10 @@ def render_tables(results: dict, oracles: set[str]) -> str:
 
 def write_report(out: Path, results: dict, failed: dict, details: dict | None = None) -> None:
     """Write report.md and report.html from results (summary + studies) and plot details."""
-    from classunlearn.bench.runner import oracle_methods
+    from classunlearn.bench.runner import oracle_methods, write_text_atomic
 
     oracles = oracle_methods(results["summary"])
-    tables = render_tables(results, oracles)
+    tables = render_tables({**results, "failed": failed}, oracles)
     legend = ("Mean ± std over seeds. Accuracies and attack scores in %. MIA-NN z = |score - "
               "references' mean| / references' sd. U-LiRA: balanced accuracy at the best "
               "threshold (50 = chance). TV: total variation to the references' mean output on "
@@ -127,8 +131,8 @@ def write_report(out: Path, results: dict, failed: dict, details: dict | None = 
               "MIA-NN, U-LiRA. Methods ranked by Avg.Gap; ORACLE methods read retrained "
               "models.")
     fail = "".join(f"\n- FAILED {k}: {v}" for k, v in failed.items())
-    (out / "report.md").write_text(f"# classunlearn bench report\n\n{legend}\n\n{tables}\n"
-                                   + (f"\n## Failed runs\n{fail}\n" if fail else ""))
+    write_text_atomic(out / "report.md", f"# classunlearn bench report\n\n{legend}\n\n"
+                      f"{tables}\n" + (f"\n## Failed runs\n{fail}\n" if fail else ""))
     images: list[tuple[str, str]] = []
     for study, d in (details or {}).items():
         images.append((f"Where forget-class samples go: {study}", _forget_plot(study, d)))
@@ -139,7 +143,8 @@ def write_report(out: Path, results: dict, failed: dict, details: dict | None = 
                 images.append((title, img))
     body = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' "
                    f"src='data:image/png;base64,{b}'/>" for t, b in images)
-    (out / "report.html").write_text(
+    write_text_atomic(
+        out / "report.html",
         "<!doctype html><html><head><meta charset='utf-8'><title>classunlearn report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}"
         "img{max-width:100%}</style></head><body><h1>classunlearn bench report</h1>"

@@ -4,6 +4,7 @@ every metric from stored logits, and write results.db, results.json/csv and the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import time
@@ -21,6 +22,7 @@ from classunlearn.audit.ulira import ulira_leave_one_out
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store, unit_key
 from classunlearn.bench.units import StudyContext, unit_method, unit_shadows, unit_train
+from classunlearn.checkpoint import _atomic_write
 from classunlearn.data import DATASETS, ForgetSplit, load_dataset, parse_forget_classes
 from classunlearn.errors import UserError
 from classunlearn.evaluate import (
@@ -31,6 +33,7 @@ from classunlearn.evaluate import (
     reference_mia_scores,
 )
 from classunlearn.methods import make_params
+from classunlearn.models import build_model
 from classunlearn.train import default_recipe, override, show_progress
 
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
@@ -76,8 +79,30 @@ class BenchConfig:
         if self.references < 1:
             raise UserError(f"--references must be >= 1 (MIA-NN and TV need retrained "
                             f"references), got {self.references}")
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise UserError("--methods must list each method once, e.g. --methods trw,ft")
         for spec in self.methods:
             make_params(spec, self.dataset, self.method_params.get(spec))
+        unused = sorted(set(self.method_params) - set(self.methods))
+        if unused:
+            raise UserError(f"--set names method(s) {unused} that this bench does not run; "
+                            "add them to --methods or drop the --set")
+        # The data, the forget sets and the model are checked here, before any work starts,
+        # so bad input never leaves a half-written study behind.
+        ds = load_dataset(self.dataset, self.data_dir)
+        studies = [parse_forget_classes(f, ds) for f in self.forget_classes]
+        for i, fc in enumerate(studies):
+            if fc in studies[:i]:
+                raise UserError(f"forget classes {list(fc)} are given twice; list each study once")
+            ForgetSplit(ds, fc)  # every forget class has training samples
+            empty = [c for c in fc if ds.class_counts("test")[c] == 0]
+            if empty:
+                raise UserError(f"forget class {empty[0]} has no test samples in {ds.name}; "
+                                "bench measures test accuracy on it, add test samples or pick "
+                                "another class")
+        build_model(self.model or DATASETS[self.dataset].default_model, ds.input_shape,
+                    ds.num_classes, **self.model_kwargs)
+        override(default_recipe(self.dataset), epochs=self.epochs)  # checks --epochs
 
 
 @dataclass
@@ -92,7 +117,12 @@ class BenchResult:
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
     cfg.validate()
-    store = Store(cfg.out)  # fails early if --out is not writable
+    executor = make_executor(cfg.executor, cfg.address, cfg.workers)  # Ray: installed, reachable
+    try:
+        store = Store(cfg.out)  # fails early if --out is not writable
+    except UserError:
+        executor.close()
+        raise
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     model = cfg.model or DATASETS[cfg.dataset].default_model
     recipe = default_recipe(cfg.dataset)
@@ -104,7 +134,6 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
                            "python": platform.python_version(), "device": "cpu",
                            "config": cfg.__dict__, "started": time.time()})
     store.clear_metrics()  # recomputed below from stored logits: cheap, and never stale
-    executor = make_executor(cfg.executor, cfg.address, cfg.workers)
     counts = {"computed": 0, "reused": 0}
     results, failed = {}, {}
     try:
@@ -297,11 +326,16 @@ HEADER = ["method", "Acc_r", "Acc_f", "TA_r", "TA_f", "SVC-MIA", "MIA-NN", "MIA-
           "U-LiRA", "U-LiRA AUC", "TV", "Avg.Gap", "time s", "x retrain"]
 
 
-def table_rows(summary: dict, oracles: set[str] | None = None) -> list[list]:
+def table_rows(summary: dict, oracles: set[str] | None = None,
+               failed: list[str] | None = None) -> list[list]:
+    """One row per method; methods that failed (diverged) get a FAILED row with no numbers."""
     rows = []
     for m in ordered_methods(summary):
         name = m + (" (ORACLE)" if oracles and m in oracles else "")
         rows.append([name, *(summary[m].get(k, {"mean": float("nan")}) for k in TABLE_KEYS)])
+    for m in failed or []:
+        if m not in summary:
+            rows.append([f"{m} (FAILED)", *(["-"] * len(TABLE_KEYS))])
     return rows
 
 
@@ -318,11 +352,21 @@ def oracle_methods(names) -> set[str]:
     return out
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace a result file whole or not at all; a full disk is bad input, not a crash."""
+    try:
+        _atomic_write(path, text.encode())
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}; free disk space and rerun "
+                        "(finished work is kept)") from None
+
+
 def write_exports(store: Store, summary: dict, failed: dict) -> None:
     out = store.out
     results = {**summary, "failed": failed, "run": store.get_meta("run")}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["study", "method", "seed", "metric", "value"])
-        w.writerows(store.metrics())
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["study", "method", "seed", "metric", "value"])
+    w.writerows(store.metrics())
+    write_text_atomic(out / "results.csv", buf.getvalue())

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
-from classunlearn.checkpoint import _atomic_write
+from classunlearn.checkpoint import _atomic_write, check_writable
 from classunlearn.errors import UserError
 
 
@@ -35,26 +35,25 @@ class Store:
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
         self.dir = self.out / "artifacts"
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write-test"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"cannot write to {self.out}: {e.strerror}; choose a writable "
-                            "--out folder") from None
+        check_writable(self.dir)
         self.db_path = self.out / "results.db"
-        with self._db() as db:
-            db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS metrics (
-                    study TEXT, method TEXT, seed INTEGER, metric TEXT, value REAL,
-                    PRIMARY KEY (study, method, seed, metric));
-                CREATE TABLE IF NOT EXISTS units (
-                    key TEXT PRIMARY KEY, kind TEXT, label TEXT, wall_s REAL, finished REAL);
-                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-                """
-            )
+        try:
+            with self._db() as db:
+                db.executescript(
+                    """
+                    CREATE TABLE IF NOT EXISTS metrics (
+                        study TEXT, method TEXT, seed INTEGER, metric TEXT, value REAL,
+                        PRIMARY KEY (study, method, seed, metric));
+                    CREATE TABLE IF NOT EXISTS units (
+                        key TEXT PRIMARY KEY, kind TEXT, label TEXT, wall_s REAL,
+                        finished REAL);
+                    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+                    """
+                )
+        except sqlite3.DatabaseError as e:  # not a database, or a disk that is full
+            fix = ("free disk space and rerun" if "full" in str(e) else "move the file away and "
+                   f"rerun bench: metrics are recomputed from {self.dir}")
+            raise UserError(f"cannot use {self.db_path} ({e}); {fix}") from None
 
     def _db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.db_path, timeout=60)
@@ -71,7 +70,8 @@ class Store:
         try:
             info = json.loads(side.read_text())
             data = tensors.read_bytes()
-            if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+            if not isinstance(info, dict) or hashlib.sha256(data).hexdigest() != info.get(
+                    "sha256"):
                 return None
             return np_load(data), info
         except (ValueError, OSError, SafetensorError):
@@ -84,12 +84,16 @@ class Store:
             _atomic_write(self.dir / f"{key}.safetensors", data)
             _atomic_write(self.dir / f"{key}.json", json.dumps(info, default=str).encode())
         except OSError as e:
-            raise UserError(f"cannot write results to {self.dir}: {e.strerror}; free disk space "
-                            "and rerun (finished work is kept)") from None
-        with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?)",
-                       (key, info.get("kind", ""), info.get("label", ""),
-                        float(info.get("wall_s", 0.0)), time.time()))
+            raise UserError(f"cannot write results to {self.dir}: {e.strerror or e}; free disk "
+                            "space and rerun (finished work is kept)") from None
+        try:
+            with self._db() as db:
+                db.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?)",
+                           (key, info.get("kind", ""), info.get("label", ""),
+                            float(info.get("wall_s", 0.0)), time.time()))
+        except sqlite3.OperationalError as e:  # e.g. "database or disk is full"
+            raise UserError(f"cannot write {self.db_path} ({e}); free disk space and rerun "
+                            "(finished work is kept)") from None
 
     # ---- results
     def put_metrics(self, study: str, method: str, seed: int, metrics: dict[str, float]) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from classunlearn.audit.ulira import logit_confidence
 from classunlearn.data import ForgetSplit, load_dataset
-from classunlearn.errors import TrainingDiverged
+from classunlearn.errors import UserError
 from classunlearn.methods import UnlearnData, make_params
 from classunlearn.models import build_model
 from classunlearn.train import Recipe, predict_logits, train_model
@@ -125,7 +125,7 @@ def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
         if shadows is not None:
             arrays["phi"], info["shadow_runtime_s"] = _unlearn_shadows(
                 ctx, split, method, p, seed, shadows, refs)
-    except TrainingDiverged as e:
+    except UserError as e:  # diverged (TrainingDiverged) or refused: this method fails alone
         return {}, {**info, "failed": str(e), "wall_s": time.perf_counter() - start}
     return arrays, {**info, "wall_s": time.perf_counter() - start}
 

@@ -46,7 +46,10 @@ class Dataset:
             # One mean/std per channel (axis 1) for images and signals, one overall for vectors.
             dims = [0] + list(range(2, x_train.dim())) if x_train.dim() > 2 else [0, 1]
             mean = x_train.mean(dim=dims, keepdim=True)
-            std = x_train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+            if x_train.numel() > mean.numel():
+                std = x_train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+            else:  # one value per channel: no spread to measure (std would be NaN)
+                std = torch.ones_like(mean)
             x_train = (x_train - mean) / std
             x_test = (x_test - mean) / std
         return cls(

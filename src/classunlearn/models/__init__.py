@@ -128,8 +128,9 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
             if seed is not None:
                 torch.manual_seed(seed)
             return MODELS[name].build(tuple(input_shape), num_classes, **kwargs)
-    except TypeError as e:
-        raise ParameterError(f"bad arguments {kwargs} for model '{name}': {e}") from None
+    except (TypeError, RuntimeError, ValueError) as e:  # unknown argument, impossible size
+        raise ParameterError(f"bad arguments {kwargs} for model '{name}': {e}; fix --model-arg"
+                             ) from None
 
 
 def final_linear(model: nn.Module) -> nn.Linear:
