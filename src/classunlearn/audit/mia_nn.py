@@ -25,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from classunlearn.audit.checks import is_integral, logit_matrix
 from classunlearn.errors import ParameterError
 
 FEATURES: tuple[str, ...] = ("logits", "probs", "nn_prob", "labels")
@@ -106,12 +107,6 @@ class MiaNnResult:
         return out
 
 
-def _integral(arr: np.ndarray) -> bool:
-    """True for integer arrays and for float arrays holding whole numbers only."""
-    if np.issubdtype(arr.dtype, np.integer):
-        return True
-    return bool(np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))
-
 
 def _int_arg(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -129,24 +124,12 @@ def _class_arg(name: str, value: Any, n_classes: int) -> int:
     return int(value)
 
 
-def _matrix(name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim != 2:
-        raise ParameterError(
-            f"{name} must be a 2-D array (samples, classes), got shape {arr.shape}"
-        )
-    if arr.shape[1] < 2:
-        raise ParameterError(f"{name} must have at least 2 classes, got {arr.shape[1]}")
-    if not np.all(np.isfinite(arr)):
-        raise ParameterError(f"{name} contains NaN or infinite values")
-    return arr
-
 
 def _labels(value: Any, n: int) -> np.ndarray:
     arr = np.asarray(value)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ParameterError(f"labels must be a 1-D array of {n} labels, got shape {arr.shape}")
-    if arr.size and not _integral(arr):
+    if arr.size and not is_integral(arr):
         raise ParameterError(f"labels must hold integer class labels, got dtype {arr.dtype}")
     return arr.astype(np.int64)
 
@@ -176,7 +159,7 @@ def nearest_neighbour_class(
     means = []
     n_classes = None
     for i, ref in enumerate(reference_forget_probs):
-        arr = _matrix(f"reference_forget_probs[{i}]", ref)
+        arr = logit_matrix(f"reference_forget_probs[{i}]", ref)
         if n_classes is None:
             n_classes = arr.shape[1]
         elif arr.shape[1] != n_classes:
@@ -272,7 +255,7 @@ def mia_nn_score(
         raise ParameterError(
             f"svm_gamma must be 'scale', 'auto' or a positive number, got {svm_gamma!r}"
         )
-    z = _matrix("logits", logits)
+    z = logit_matrix("logits", logits)
     y_all = _labels(labels, z.shape[0])
     forget_class = _class_arg("forget_class", forget_class, z.shape[1])
     nn_class = _class_arg("nn_class", nn_class, z.shape[1])
@@ -362,7 +345,7 @@ def mia_nn_audit(
         reference_logits = [reference_logits]
     if len(reference_logits) == 0:
         raise ParameterError("reference_logits is empty; pass at least one retrained reference")
-    model = _matrix("model_logits", model_logits)
+    model = logit_matrix("model_logits", model_logits)
     for i, ref in enumerate(reference_logits):
         shape = np.shape(ref)
         if shape != model.shape:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.svm import SVC
 
+from classunlearn.audit.checks import is_integral, logit_matrix
 from classunlearn.errors import ParameterError
 
 FEATURES: tuple[str, ...] = ("confidence", "entropy", "m_entropy", "correctness", "probs")
@@ -56,31 +57,13 @@ class SvcMiaResult:
         return asdict(self)
 
 
-def _integral(arr: np.ndarray) -> bool:
-    """True for integer arrays and for float arrays holding whole numbers only."""
-    if np.issubdtype(arr.dtype, np.integer):
-        return True
-    return bool(np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))
-
-
-def _logits(name: str, value: Any) -> np.ndarray:
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim != 2:
-        raise ParameterError(
-            f"{name} must be a 2-D array (samples, classes), got shape {arr.shape}"
-        )
-    if arr.shape[1] < 2:
-        raise ParameterError(f"{name} must have at least 2 classes, got {arr.shape[1]}")
-    if not np.all(np.isfinite(arr)):
-        raise ParameterError(f"{name} contains NaN or infinite values")
-    return arr
 
 
 def _labels(name: str, value: Any, n: int, n_classes: int) -> np.ndarray:
     arr = np.asarray(value)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ParameterError(f"{name} must be a 1-D array of {n} labels, got shape {arr.shape}")
-    if arr.size and not _integral(arr):
+    if arr.size and not is_integral(arr):
         raise ParameterError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     arr = arr.astype(np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
@@ -176,9 +159,9 @@ def svc_mia(
         raise ParameterError(f"unknown SVC-MIA feature {feature!r}; choose one of {FEATURES}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ParameterError(f"seed must be an integer, got {seed!r}")
-    member = _logits("shadow_member_logits", shadow_member_logits)
-    nonmember = _logits("shadow_nonmember_logits", shadow_nonmember_logits)
-    target = _logits("target_logits", target_logits)
+    member = logit_matrix("shadow_member_logits", shadow_member_logits)
+    nonmember = logit_matrix("shadow_nonmember_logits", shadow_nonmember_logits)
+    target = logit_matrix("target_logits", target_logits)
     n_classes = member.shape[1]
     for name, arr in (("shadow_nonmember_logits", nonmember), ("target_logits", target)):
         if arr.shape[1] != n_classes:

@@ -25,6 +25,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from classunlearn.audit.checks import is_integral
 from classunlearn.errors import ParameterError
 
 VARIANCES: tuple[str, ...] = ("auto", "per_example", "global")
@@ -92,12 +93,6 @@ class UliraResult:
 # --------------------------------------------------------------------------- validation
 
 
-def _integral(arr: np.ndarray) -> bool:
-    """True for integer arrays and for float arrays holding whole numbers only."""
-    if np.issubdtype(arr.dtype, np.integer):
-        return True
-    return bool(np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))
-
 
 def _phi_matrix(name: str, value: Any, n: int | None = None) -> np.ndarray:
     arr = np.asarray(value, dtype=float)
@@ -160,7 +155,7 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(z)):
         raise ParameterError("logits contains NaN or infinite values")
     y = np.asarray(labels)
-    if y.size and not _integral(y):
+    if y.size and not is_integral(y):
         raise ParameterError(f"labels must hold integer class labels, got dtype {y.dtype}")
     try:
         y = np.broadcast_to(y.astype(np.int64), z.shape[:-1])
