@@ -164,7 +164,7 @@ def unit_shadow_method(ctx, method_spec: str, params: dict, seed: int, shadows: 
     """Run a method on every shadow original of `shadows` (a ``unit_shadows`` result), the way
     the bench's ``unit_method`` does, without unlearning a main model: arrays ``phi`` (N, n)
     of the unlearned shadows on D_f. A diverging method is reported in ``info["failed"]``."""
-    from classunlearn.bench.units import _unlearn_shadows, model_from_arrays
+    from classunlearn.bench.units import model_from_arrays, unlearn_shadows
     from classunlearn.errors import TrainingDiverged
     from classunlearn.methods import make_params
 
@@ -173,7 +173,7 @@ def unit_shadow_method(ctx, method_spec: str, params: dict, seed: int, shadows: 
     refs = [model_from_arrays(ctx, split, r) for r in references] if cls.oracle else None
     start = time.perf_counter()
     try:
-        phi, runtime = _unlearn_shadows(ctx, split, cls(), p, seed, shadows, refs)
+        phi, runtime = unlearn_shadows(ctx, split, cls(), p, seed, shadows, refs)
     except TrainingDiverged as e:
         return {}, {"method": method_spec, "failed": str(e)}
     return {"phi": phi}, {"method": method_spec, "runtime_s": runtime,

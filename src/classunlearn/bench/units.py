@@ -123,14 +123,14 @@ def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
         arrays = _logits(unlearned, split)
         info.update(runtime_s=record.wall_time_s, steps=record.steps, params=record.params)
         if shadows is not None:
-            arrays["phi"], info["shadow_runtime_s"] = _unlearn_shadows(
+            arrays["phi"], info["shadow_runtime_s"] = unlearn_shadows(
                 ctx, split, method, p, seed, shadows, refs)
     except UserError as e:  # diverged (TrainingDiverged) or refused: this method fails alone
         return {}, {**info, "failed": str(e), "wall_s": time.perf_counter() - start}
     return arrays, {**info, "wall_s": time.perf_counter() - start}
 
 
-def _unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed: int,
+def unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed: int,
                      shadows: dict, refs) -> tuple[np.ndarray, float]:
     ds = split.dataset
     pool = torch.from_numpy(np.array(shadows["pool"]))
