@@ -67,6 +67,9 @@ def test_train_unlearn_audit(capsys, ckpts):
       "{d}/o.safetensors"], "not the forget classes"),
     (["bench", "--seeds", "0", "--out", "{d}/b"], "--seeds"),
     (["bench", "--shadows", "3", "--out", "{d}/b"], "--shadows"),
+    (["bench", "--gpus-per-task", "1", "--executor", "local", "--out", "{d}/b"],
+     "applies to --executor ray"),
+    (["bench", "--gpus-per-task", "nan", "--executor", "ray", "--out", "{d}/b"], ">= 0"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys, ckpts, argv, fragment):

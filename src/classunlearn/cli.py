@@ -207,7 +207,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         forget_classes=[[c] for c in args.forget_class] if not args.forget_set
         else [s.split(",") for s in args.forget_set],
         methods=methods, seeds=args.seeds, shadows=args.shadows, references=args.references,
-        executor=args.executor, address=args.address, workers=args.workers, quick=args.quick,
+        executor=args.executor, address=args.address, workers=args.workers,
+        gpus_per_task=args.gpus_per_task, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out)
     import time as _time
 
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--executor", choices=["local", "process", "ray"], default="process")
     b.add_argument("--address", help="Ray cluster address (with --executor ray)")
     b.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    b.add_argument("--gpus-per-task", type=float, default=0.0,
+                   help="Ray only: GPUs each unit asks the cluster for (e.g. 1 or 0.25)")
     b.add_argument("--epochs", type=int, help="override the training recipe's epochs")
     b.add_argument("--quick", action="store_true", help="half the epochs and 8 shadows")
     b.add_argument("--out", default="runs/bench")

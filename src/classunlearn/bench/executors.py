@@ -76,11 +76,14 @@ class ProcessExecutor:
 
 class RayExecutor:
     """The same units as Ray tasks; `address` joins an existing cluster ("auto" or host:port),
-    None starts a local Ray instance. Every node needs classunlearn and the dataset."""
+    None starts a local Ray instance. Every node needs classunlearn and the dataset. Each task
+    asks for one CPU and `gpus_per_task` GPUs (e.g. 1, or 0.25 to pack small models)."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 gpus_per_task: float = 0.0) -> None:
+        self.gpus_per_task = gpus_per_task
         try:
             import ray
         except ImportError:
@@ -107,7 +110,8 @@ class RayExecutor:
         refs = {}
         for i, (fn, args) in enumerate(tasks):
             if fn not in self._remote:
-                self._remote[fn] = self.ray.remote(num_cpus=1)(_ray_call).options(
+                self._remote[fn] = self.ray.remote(
+                    num_cpus=1, num_gpus=self.gpus_per_task)(_ray_call).options(
                     name=fn.__name__)
             refs[self._remote[fn].remote(fn, *args)] = i
         pending = list(refs)
@@ -140,13 +144,19 @@ def _ray_call(fn: Callable, *args: Any) -> Any:
     return fn(*args)
 
 
-def make_executor(name: str, address: str | None = None, workers: int | None = None):
+def make_executor(name: str, address: str | None = None, workers: int | None = None,
+                  gpus_per_task: float = 0.0):
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}; leave it out for one per core")
+    if not 0 <= gpus_per_task < 1e6:
+        raise UserError(f"--gpus-per-task must be a number >= 0, got {gpus_per_task}")
+    if gpus_per_task and name != "ray":
+        raise UserError("--gpus-per-task applies to --executor ray; local and process executors "
+                        "use the GPU of this machine directly")
     if name == "local":
         return LocalExecutor()
     if name == "process":
         return ProcessExecutor(workers)
     if name == "ray":
-        return RayExecutor(address, workers)
+        return RayExecutor(address, workers, gpus_per_task)
     raise UserError(f"unknown executor '{name}'; choose local, process or ray")

@@ -62,6 +62,7 @@ class BenchConfig:
     executor: str = "process"
     address: str | None = None
     workers: int | None = None
+    gpus_per_task: float = 0.0  # Ray only: GPUs each task asks the cluster for
     quick: bool = False
     epochs: int | None = None
     method_params: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -117,7 +118,8 @@ class BenchResult:
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
     cfg.validate()
-    executor = make_executor(cfg.executor, cfg.address, cfg.workers)  # Ray: installed, reachable
+    executor = make_executor(cfg.executor, cfg.address, cfg.workers,  # Ray: installed, reachable
+                             cfg.gpus_per_task)
     try:
         store = Store(cfg.out)  # fails early if --out is not writable
     except UserError:
