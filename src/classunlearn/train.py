@@ -17,13 +17,19 @@ from classunlearn.errors import ParameterError, TrainingDiverged
 SCHEDULES = ("cosine", "step", "constant")
 
 
-def validate_common(epochs: float, batch_size: int, lr: float) -> None:
+def validate_optimisation(epochs: float, batch_size: int, lr: float, schedule: str,
+                          optimizer: str) -> None:
+    """The checks every training or fine-tuning configuration shares (one place for all)."""
     if not epochs >= 0:
         raise ParameterError(f"epochs must be >= 0, got {epochs}")
     if batch_size < 1:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
     if not (lr >= 0 and math.isfinite(lr)):
         raise ParameterError(f"lr must be a finite number >= 0, got {lr}")
+    if schedule not in SCHEDULES:
+        raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{schedule}'")
+    if optimizer not in ("sgd", "adam"):
+        raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{optimizer}'")
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,8 @@ class Recipe:
     optimizer: str = "sgd"  # sgd | adam
 
     def __post_init__(self) -> None:
-        validate_common(self.epochs, self.batch_size, self.lr)
-        if self.schedule not in SCHEDULES:
-            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
+        validate_optimisation(self.epochs, self.batch_size, self.lr, self.schedule,
+                              self.optimizer)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,13 +90,13 @@ _FASHION_NAMES = [
 _IDX_DATASETS: dict[str, tuple[str, str, list[str], str]] = {
     "mnist": (
         "MNIST", "MNIST", [str(i) for i in range(10)],
-        ("download the four IDX files from the official MNIST site (or let "
-         "torchvision.datasets.MNIST(DIR, download=True) fetch them) and pass --data-dir DIR"),
+        ("download the four IDX files from the official MNIST site (torchvision's MNIST "
+         "class also saves them, in DIR/MNIST/raw) and pass --data-dir DIR"),
     ),
     "fashion-mnist": (
         "Fashion-MNIST", "FashionMNIST", _FASHION_NAMES,
-        ("download the four IDX files from github.com/zalandoresearch/fashion-mnist (or let "
-         "torchvision.datasets.FashionMNIST(DIR, download=True) fetch them) and pass "
+        ("download the four IDX files from github.com/zalandoresearch/fashion-mnist "
+         "(torchvision's FashionMNIST class also saves them, in DIR/FashionMNIST/raw) and pass "
          "--data-dir DIR"),
     ),
 }

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from classunlearn.data import ForgetSplit
 from classunlearn.errors import ParameterError
 from classunlearn.train import (
-    SCHEDULES,
     batches,
     check_loss,
     make_optimizer,
@@ -36,7 +35,7 @@ from classunlearn.train import (
     resolve_device,
     seed_everything,
     show_progress,
-    validate_common,
+    validate_optimisation,
 )
 
 
@@ -109,11 +108,8 @@ class FinetuneParams(MethodParams):
     retain_fraction: float = 1.0  # share of D_r used (a seeded subsample); 1.0 = all of it
 
     def __post_init__(self) -> None:
-        validate_common(self.epochs, self.batch_size, self.lr)
-        if self.schedule not in SCHEDULES:
-            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
+        validate_optimisation(self.epochs, self.batch_size, self.lr, self.schedule,
+                              self.optimizer)
         if not 0.0 < self.retain_fraction <= 1.0:
             raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
 

@@ -15,15 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnData
 from classunlearn.train import (
     DEFAULT_RECIPES,
-    SCHEDULES,
     Recipe,
     train_model,
-    validate_common,
 )
 
 _RECIPE = Recipe()
@@ -42,11 +39,7 @@ class RetrainParams(MethodParams):
     optimizer: str = _RECIPE.optimizer
 
     def __post_init__(self) -> None:
-        validate_common(self.epochs, self.batch_size, self.lr)
-        if self.schedule not in SCHEDULES:
-            raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{self.optimizer}'")
+        self.recipe()  # Recipe validates every field
 
     def recipe(self) -> Recipe:
         return Recipe(**self.to_dict())
