@@ -1,6 +1,7 @@
 """classunlearn: make a trained classifier forget whole classes (TRW, RWFT and the
 baselines) and audit the forgetting against retrained models with strong attacks."""
 
+from classunlearn._version import __version__ as __version__
 from classunlearn.api import audit, unlearn
 from classunlearn.checkpoint import load_checkpoint, save_checkpoint
 from classunlearn.data import DATASETS, Dataset, ForgetSplit, load_dataset
@@ -8,8 +9,6 @@ from classunlearn.errors import UserError
 from classunlearn.methods import METHODS, make_params
 from classunlearn.models import MODELS, build_model
 from classunlearn.train import Recipe, default_recipe, predict_logits, train_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DATASETS",

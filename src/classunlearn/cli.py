@@ -185,7 +185,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from classunlearn.bench.report import render_tables
-    from classunlearn.bench.runner import ALL_METHODS, BenchConfig, oracle_methods, run_bench
+    from classunlearn.bench.runner import ALL_METHODS, BenchConfig, run_bench
+    from classunlearn.bench.summary import oracle_methods
 
     methods = ALL_METHODS if args.methods == "all" else [
         m.strip() for m in args.methods.split(",") if m.strip()]
@@ -225,8 +226,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from classunlearn.bench.report import write_report
-    from classunlearn.bench.runner import summarise
     from classunlearn.bench.store import Store
+    from classunlearn.bench.summary import summarise
 
     out = Path(args.out)
     if not (out / "results.db").exists():

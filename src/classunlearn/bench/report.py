@@ -103,7 +103,7 @@ def _gap_plot(summary: dict) -> str | None:
 
 
 def render_tables(results: dict, oracles: set[str]) -> str:
-    from classunlearn.bench.runner import HEADER, table_rows
+    from classunlearn.bench.summary import HEADER, table_rows
 
     failed = results.get("failed") or {}
     parts = []
@@ -120,7 +120,7 @@ def render_tables(results: dict, oracles: set[str]) -> str:
 
 def write_report(out: Path, results: dict, failed: dict, details: dict | None = None) -> None:
     """Write report.md and report.html from results (summary + studies) and plot details."""
-    from classunlearn.bench.runner import oracle_methods, write_text_atomic
+    from classunlearn.bench.summary import oracle_methods, write_text_atomic
 
     oracles = oracle_methods(results["summary"])
     tables = render_tables({**results, "failed": failed}, oracles)

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from classunlearn import __version__
+from classunlearn._version import __version__
 from classunlearn.audit.basic import avg_gap
 from classunlearn.audit.ulira import ulira_leave_one_out
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store, unit_key
+from classunlearn.bench.summary import GAP_KEYS, summarise, write_text_atomic
 from classunlearn.bench.units import StudyContext, unit_method, unit_shadows, unit_train
-from classunlearn.checkpoint import _atomic_write
 from classunlearn.data import DATASETS, ForgetSplit, load_dataset, parse_forget_classes
 from classunlearn.errors import UserError
 from classunlearn.evaluate import (
@@ -41,13 +41,6 @@ from classunlearn.train import default_recipe, override, show_progress
 ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
                "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]",
                "trw-2r-budget", "trw-2r-oracle"]
-GAP_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-            "mia_nn", "ulira"]
-TABLE_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-              "mia_nn", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap", "runtime_s",
-              "runtime_ratio"]
-
-
 @dataclass
 class BenchConfig:
     dataset: str = "digits"
@@ -292,75 +285,6 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, store: Store
     details["ref_forget_probs"] = np.mean(
         [torch.softmax(r.test_forget, 1).mean(0).numpy() for r in ref_logits], 0).tolist()
     return details, failed
-
-
-def _mean_std(values: list[float]) -> dict:
-    vals = [v for v in values if v is not None and np.isfinite(v)]
-    if not vals:
-        return {"mean": float("nan"), "std": float("nan")}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)) if len(vals) > 1
-            else float("nan")}
-
-
-def summarise(store: Store) -> dict:
-    """{"summary": method -> metric -> {mean, std} pooled over studies and seeds,
-    "studies": study -> the same per study}."""
-    per: dict = {}
-    pooled: dict = {}
-    for study, method, _seed, metric, value in store.metrics():
-        per.setdefault(study, {}).setdefault(method, {}).setdefault(metric, []).append(value)
-        pooled.setdefault(method, {}).setdefault(metric, []).append(value)
-    agg = lambda d: {m: {k: _mean_std(v) for k, v in ms.items()} for m, ms in d.items()}  # noqa: E731
-    return {"summary": agg(pooled), "studies": {s: agg(d) for s, d in per.items()}}
-
-
-def ordered_methods(summary: dict) -> list[str]:
-    """Retrain first, then the rest by Avg. Gap (lower is better)."""
-    def gap(m: str) -> float:
-        v = summary[m].get("avg_gap", {}).get("mean", float("nan"))
-        return v if np.isfinite(v) else float("inf")
-
-    rest = sorted((m for m in summary if m != "retrain"), key=gap)
-    return (["retrain"] if "retrain" in summary else []) + rest
-
-
-HEADER = ["method", "Acc_r", "Acc_f", "TA_r", "TA_f", "SVC-MIA", "MIA-NN", "MIA-NN z",
-          "U-LiRA", "U-LiRA AUC", "TV", "Avg.Gap", "time s", "x retrain"]
-
-
-def table_rows(summary: dict, oracles: set[str] | None = None,
-               failed: list[str] | None = None) -> list[list]:
-    """One row per method; methods that failed (diverged) get a FAILED row with no numbers."""
-    rows = []
-    for m in ordered_methods(summary):
-        name = m + (" (ORACLE)" if oracles and m in oracles else "")
-        rows.append([name, *(summary[m].get(k, {"mean": float("nan")}) for k in TABLE_KEYS)])
-    for m in failed or []:
-        if m not in summary:
-            rows.append([f"{m} (FAILED)", *(["-"] * len(TABLE_KEYS))])
-    return rows
-
-
-def oracle_methods(names) -> set[str]:
-    from classunlearn.methods import parse_spec
-
-    out = set()
-    for n in names:
-        try:
-            if parse_spec(n)[0].oracle:
-                out.add(n)
-        except UserError:
-            pass
-    return out
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace a result file whole or not at all; a full disk is bad input, not a crash."""
-    try:
-        _atomic_write(path, text.encode())
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}; free disk space and rerun "
-                        "(finished work is kept)") from None
 
 
 def write_exports(store: Store, summary: dict, failed: dict) -> None:
