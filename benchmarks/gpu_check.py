@@ -112,11 +112,13 @@ def trw_vs_retrain(tiny: bool, dev: torch.device) -> list[list]:
                         recipe, device=dev)
     forget = y == 3
     data = UnlearnData(x[forget], y[forget], x[~forget], y[~forget], (3,), 10)
-    epochs = {"retrain": 1, "trw": 1} if tiny else {"retrain": 20, "trw": 2}
+    epochs = {"retrain": recipe.epochs, "trw": 1 if tiny else 2}
     times = {}
     for spec, n in epochs.items():
-        cls, params = make_params(spec, None, {"epochs": str(n)})
-        _, rec = cls().unlearn(model, data, params, device=dev)
+        # retrain repeats the original's recipe; TRW gets its own epoch budget
+        values = None if spec == "retrain" else {"epochs": str(n)}
+        cls, params = make_params(spec, None, values, recipe=recipe)
+        _, rec = cls().unlearn(model, data, params, seed=1, device=dev)
         times[spec] = rec.wall_time_s
     return [[f"TRW ({epochs['trw']} ep) vs retrain ({epochs['retrain']} ep)",
              times["trw"] / times["retrain"], "fraction of retrain"]]

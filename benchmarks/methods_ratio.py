@@ -47,7 +47,7 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(args.repeats):
         for spec in methods:
-            cls, params = make_params(spec, args.dataset)
+            cls, params = make_params(spec, args.dataset, recipe=default_recipe(args.dataset))
             start = time.perf_counter()
             cls().unlearn(original, data, params, seed=0, references=refs)
             times[spec].append(time.perf_counter() - start)

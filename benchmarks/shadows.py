@@ -85,7 +85,8 @@ def run(path: str, model: str, data, masks: torch.Tensor, recipe: Recipe, n: int
             models = [build_model(model, data.input_shape, data.num_classes, seed=s)
                       for s in range(n)]
             _train_stacked(models, data.input_shape, data.x_train, data.y_train,
-                           _subsets(masks), recipe, 0, torch.device("cpu"), "vmap", "vmap")
+                           _subsets(masks), recipe, list(range(n)), torch.device("cpu"), "vmap",
+                           "vmap")
         else:
             train_ensemble(model, data.input_shape, data.num_classes, data.x_train,
                            data.y_train, masks, recipe, seeds=list(range(n)),

@@ -2,7 +2,7 @@
 
 Per seed s this trains the original model (the dataset's default model and recipe, seed
 s) on the full train split, runs ``retrain`` (seed s) and then every registered method
-with its per-dataset defaults (``default_params``), and measures Acc_r, Acc_f (train
+with its per-dataset defaults (``make_params``), and measures Acc_r, Acc_f (train
 retain / forget accuracy), TA_r, TA_f (test retain / forget accuracy) and the method's
 wall time. Oracle methods (marked ORACLE) get 2 extra retrained references per seed
 (seeds 1000 + s and 2000 + s), never the retrained model of the ``retrain`` row. The
@@ -26,7 +26,7 @@ if str(SRC) not in sys.path:  # run from a checkout without an editable install
     sys.path.insert(0, str(SRC))
 
 from classunlearn.data import DATASETS, ForgetSplit, load_dataset  # noqa: E402
-from classunlearn.methods import METHODS, UnlearnData, default_params  # noqa: E402
+from classunlearn.methods import METHODS, UnlearnData, make_params  # noqa: E402
 from classunlearn.models import build_model  # noqa: E402
 from classunlearn.table import fmt, markdown_table  # noqa: E402
 from classunlearn.train import accuracy, default_recipe, train_model  # noqa: E402
@@ -69,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             cls = METHODS[name]
             if cls.oracle and references is None:
                 ret = METHODS["retrain"]
-                references = [ret().unlearn(original, data, default_params(ret, args.dataset),
-                                            seed=1000 * k + seed)[0] for k in (1, 2)]
-            out, record = cls().unlearn(original, data, default_params(cls, args.dataset),
-                                        seed=seed, references=references if cls.oracle else None)
+                ret_params = make_params("retrain", recipe=recipe)[1]
+                references = [ret().unlearn(original, data, ret_params, seed=1000 * k + seed)[0]
+                              for k in (1, 2)]
+            # retrain follows the original's recipe and starts from fresh weights (seed 4000+s)
+            run_seed = 4000 + seed if cls.follows_recipe else seed
+            out, record = cls().unlearn(original, data,
+                                        make_params(name, args.dataset, recipe=recipe)[1],
+                                        seed=run_seed,
+                                        references=references if cls.oracle else None)
             accs = [accuracy(out, *split.part(p)) for p in PARTS]
             results[name].append([*accs, record.wall_time_s])
         print(f"seed {seed} done in {time.perf_counter() - t0:.0f}s", file=sys.stderr,

@@ -9,7 +9,8 @@ For every embedded dataset and each of its forget classes f this script
    default recipe (``train.default_recipe``). Weights are cached as safetensors under
    --cache, so a rerun only redoes the cheap parts;
 2. unlearns f from the original with RL, GA, FT, RWFT and TRW at their per-dataset default
-   hyperparameters (``methods.make_params(spec, dataset)``, seed 0; cached the same way);
+   hyperparameters (``methods.make_params(spec, dataset, recipe=...)``, seed 0; cached the
+   same way);
 3. for each MIA-NN feature kind (logits, probs, nn_prob, labels) scores every model with
    ``audit.mia_nn.mia_nn_score`` (RBF SVM f vs nn on test-split outputs, 5 folds x 10
    repeats, seed 0). nn comes from the references (``evaluate.nn_classes``, as the audit);
@@ -116,7 +117,7 @@ def unlearned(cache: Path, dataset: str, spec: str, split: ForgetSplit,
     """`classunlearn unlearn --method SPEC --seed 0` on the seed-0 original (default params)."""
     ds = split.dataset
     name = DATASETS[dataset].default_model
-    cls, params = make_params(spec, dataset)
+    cls, params = make_params(spec, dataset, recipe=default_recipe(dataset))
     f = "-".join(map(str, split.forget_classes))
     tag = _tag({"recipe": default_recipe(dataset).to_dict(), "params": params.to_dict()})
     path = (cache / dataset / name / f"{spec}-forget-{f}"
@@ -310,7 +311,7 @@ def choose_feature(by_ds: dict[str, list[dict]]) -> tuple[str, list[str]]:
 
 
 def _short_params(spec: str, dataset: str) -> str:
-    _, params = make_params(spec, dataset)
+    _, params = make_params(spec, dataset, recipe=default_recipe(dataset))
     d = params.to_dict()
     keep = ("epochs", "lr", "similarity", "beta", "retain_fraction")
     return ", ".join(f"{k}={d[k]}" for k in keep if k in d)

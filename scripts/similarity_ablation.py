@@ -145,7 +145,7 @@ def _evaluate(model, split: ForgetSplit, refs_tf, refs_tr) -> dict:
 
 def _unlearn(cfg: Config, spec: str, dataset: str, original, data: UnlearnData,
              values: dict[str, str]):
-    cls, params = make_params(spec, dataset, values)
+    cls, params = make_params(spec, dataset, values, recipe=default_recipe(dataset))
     model, _ = cls().unlearn(original, data, params, seed=UNLEARN_SEED, device=cfg.device)
     return model
 

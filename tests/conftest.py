@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("CLASSUNLEARN_PROGRESS", "0")
+# file-hash cache of dataset fingerprints: never the user's ~/.cache during tests
+os.environ.setdefault("CLASSUNLEARN_CACHE_DIR", tempfile.mkdtemp(prefix="cu-test-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from classunlearn.audit_run import CONTRACT_KEYS, recorded_method
+from classunlearn.bench.audit import CONTRACT_KEYS, recorded_method
 from classunlearn.checkpoint import CheckpointMeta
 from classunlearn.cli import main
 

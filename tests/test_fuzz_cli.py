@@ -86,7 +86,7 @@ def sandbox(tmp_path_factory):
             mp.setattr("classunlearn.train.train_model", lambda model, *a, **k: model.eval())
             mp.setattr(Method, "unlearn", fast_unlearn)
             mp.setattr("classunlearn.bench.runner.run_bench", stop_bench)
-            mp.setattr("classunlearn.audit_run.audit_checkpoint", stop_audit)
+            mp.setattr("classunlearn.bench.audit.audit_checkpoint", stop_audit)
             mp.setitem(sys.modules, "ray", None)
             mp.setenv("CLASSUNLEARN_LOG", str(root / "internal-errors.log"))
             mp.setenv("CLASSUNLEARN_PROGRESS", "0")

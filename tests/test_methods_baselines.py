@@ -18,17 +18,19 @@ from classunlearn.methods import (
     MethodParams,
     UnlearnData,
     default_params,
+    make_params,
     params_from_strings,
 )
 from classunlearn.methods.bs import channel_range, fgsm_neighbours
 from classunlearn.methods.l1_sparse import l1_weight
+from classunlearn.methods.retrain import RetrainParams
 from classunlearn.methods.rl import random_labels
 from classunlearn.methods.salun import saliency_mask
 from classunlearn.methods.scrub import distill_kl
 from classunlearn.methods.trw import TRWParams
 from classunlearn.methods.trw2r import reference_similarity
 from classunlearn.models import build_model, final_linear
-from classunlearn.train import DEFAULT_RECIPES, Recipe, accuracy, predict_logits, train_model
+from classunlearn.train import Recipe, accuracy, predict_logits, train_model
 
 BASELINES = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun", "scrub",
              "ssd", "unsir", "trw-2r-budget", "trw-2r-oracle"]
@@ -85,10 +87,32 @@ def test_finetuning_methods_use_finetune_params():
         assert issubclass(METHODS[name].Params, FinetuneParams), name
 
 
-def test_retrain_defaults_are_the_training_recipes():
-    cls = METHODS["retrain"]
-    for dataset in ("digits", "mnist-5k", "mnist1d"):
-        assert default_params(cls, dataset).recipe() == DEFAULT_RECIPES[dataset]
+def test_retrain_takes_the_originals_recipe_and_nothing_else():
+    # the yardstick is trained exactly as the original was: make_params gives retrain the
+    # recipe it is handed (the study's, or the checkpoint's), refuses --set, and refuses to
+    # guess a recipe of its own
+    recipe = Recipe(epochs=7, batch_size=32, lr=0.02, schedule="step")
+    cls, params = make_params("retrain", "digits", recipe=recipe)
+    assert cls is METHODS["retrain"] and params.recipe() == recipe
+    with pytest.raises(ParameterError, match="follows the original"):
+        make_params("retrain", "digits", {"epochs": "15"}, recipe=recipe)
+    with pytest.raises(ParameterError, match="needs the recipe"):
+        make_params("retrain", "digits")
+    assert not getattr(METHODS["retrain"], "dataset_defaults", {})
+
+
+def test_retrain_is_the_training_procedure_from_a_fresh_seed(setup):
+    # Retrain (re-initialise under the seed, then train_model) gives bit for bit the model
+    # that build_model + train_model give under that seed on D_r: one procedure
+    split, data, original, _ = setup
+    recipe = Recipe(epochs=3, batch_size=64, lr=0.05)
+    cls, params = make_params("retrain", recipe=recipe)
+    out, _ = cls().unlearn(original, data, params, seed=7)
+    xr, yr = split.part("train_retain")
+    direct = train_model(build_model("mlp", split.dataset.input_shape, 10, seed=7), xr, yr,
+                         recipe, seed=7)
+    for (k, a), b in zip(out.state_dict().items(), direct.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
 
 
 def test_params_from_strings_refuses_unknown_key_and_lists_valid_ones():
@@ -307,8 +331,11 @@ def test_two_forget_classes_at_once(digits, setup, name):
         refs = [train_model(build_model("mlp", digits.input_shape, 10, seed=s), xr, yr,
                             Recipe(epochs=5), seed=s) for s in (1, 2)]
     _, acc_f0, loss0 = _eval(original, split)
-    changes = {"epochs": 8} if name == "retrain" else {}
-    out, record = _run(name, original, data, refs, **changes)
+    if name == "retrain":
+        out, record = METHODS[name]().unlearn(original, data, RetrainParams(**RECIPE.to_dict()),
+                                              seed=5)
+    else:
+        out, record = _run(name, original, data, refs)
     assert record.forget_classes == [3, 8]
     acc_r, acc_f, loss = _eval(out, split)
     if name in ("ga", "ft"):

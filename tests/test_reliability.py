@@ -42,7 +42,7 @@ from classunlearn.models import build_model
 TINY = ["--dataset", "digits", "--forget-class", "3", "--methods", "retrain,original,trw,ft",
         "--seeds", "1", "--shadows", "4", "--references", "2", "--epochs", "3",
         "--executor", "local"]
-N_UNITS = 9  # 1 original + 2 references + 2 shadow sets + 4 methods
+N_UNITS = 13  # 1 original + 2 references + 2 shadow sets + 4 methods + their 4 replays
 TIMES = ("runtime_s", "runtime_ratio")
 
 

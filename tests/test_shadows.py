@@ -1,9 +1,8 @@
-"""Shadow-model training for U-LiRA: membership masks, index streams, and the stacked
-ensemble against the plain loop (same batches, same initial weights, same result)."""
+"""Shadow-model training for U-LiRA: membership masks, each model's batches, and the
+contract of train_ensemble: model i, stacked or looped, is train_model on its subset with
+seeds[i] (same initial weights, batches, steps, schedule and optimizer)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from torch import nn
 from classunlearn.errors import ParameterError, TrainingDiverged
 from classunlearn.models import Classifier, build_model
 from classunlearn.shadows import (
-    _model_epochs,
     _subsets,
     _train_loop,
     _train_stacked,
@@ -20,7 +18,7 @@ from classunlearn.shadows import (
     index_streams,
     train_ensemble,
 )
-from classunlearn.train import Recipe, accuracy
+from classunlearn.train import Recipe, accuracy, batch_sizes, epoch_batches, train_model
 
 CPU = torch.device("cpu")
 
@@ -62,76 +60,84 @@ def test_balanced_halves_is_seeded():
 # --- index_streams ------------------------------------------------------------------------
 
 
-def test_index_streams_cover_each_subset_every_epoch():
-    masks = balanced_halves(37, 6, seed=0)
-    masks[0, :] = False
-    masks[0, :5] = True  # one short subset: it wraps around within the epoch
-    epochs, b = 3, 4
-    s = index_streams(masks, epochs, b, seed=7)
-    sizes = masks.sum(1)
-    steps = math.ceil(int(sizes.max()) / b)
-    assert s.dtype == torch.int64 and s.shape == (epochs * steps, 6, b)
-    for i in range(6):
-        subset = set(masks[i].nonzero().flatten().tolist())
-        for e in range(epochs):
-            seen = s[e * steps:(e + 1) * steps, i].flatten().tolist()
-            assert set(seen) == subset  # inside the subset, and all of it
-            n_i = len(subset)
-            assert sorted(seen[:n_i]) == sorted(subset)  # one full shuffled pass first
-    # each model gets its own order; the seed decides it
-    assert torch.equal(s, index_streams(masks, epochs, b, seed=7))
-    assert not torch.equal(s, index_streams(masks, epochs, b, seed=8))
-    assert not torch.equal(s[:, 1], s[:, 2])
-
-
-def test_the_loop_draws_the_same_stream_as_the_ensemble():
-    masks = balanced_halves(30, 4, seed=2)
-    s = index_streams(masks, 3, 4, seed=5)
-    subsets = _subsets(masks)
-    for i in range(4):
-        assert torch.equal(torch.cat(list(_model_epochs(subsets, i, 3, 4, 5))), s[:, i])
+def test_index_streams_are_train_models_batches():
+    masks = balanced_halves(37, 3, seed=3)
+    assert masks.sum(1).tolist() == [16, 12, 9]
+    epochs, b, seeds = 3, 5, [7, 8, 9]
+    streams = index_streams(masks, epochs, b, seeds)
+    for i, (stream, seed) in enumerate(zip(streams, seeds)):
+        subset = masks[i].nonzero().flatten()
+        sizes = batch_sizes(len(subset), b)  # 16 -> 5, 5, 6 (a last batch of one merged),
+        assert [len(t) for t in stream] == sizes * epochs  # 12 -> 5, 5, 2, 9 -> 5, 4
+        for e in range(epochs):  # every epoch is one shuffled pass over the subset
+            seen = torch.cat(stream[e * len(sizes):(e + 1) * len(sizes)])
+            assert sorted(seen.tolist()) == subset.tolist()
+        gen = torch.Generator().manual_seed(seed)  # what train_model draws on x[subset]
+        expected = [subset[t] for _ in range(epochs) for t in epoch_batches(len(subset), b, gen)]
+        assert all(torch.equal(u, v) for u, v in zip(stream, expected, strict=True))
+    # model i's batches depend on seeds[i] only
+    other = index_streams(masks, epochs, b, [7, 8, 10])
+    assert all(torch.equal(u, v) for u, v in zip(streams[0] + streams[1], other[0] + other[1]))
+    assert not all(torch.equal(u, v) for u, v in zip(streams[2], other[2]))
 
 
 def test_index_streams_refuse_bad_masks():
     masks = balanced_halves(10, 4, 0)
+    with pytest.raises(ParameterError, match="seeds"):
+        index_streams(masks, 1, 4, [0, 1])
     masks[2] = False
     with pytest.raises(ParameterError, match="no training examples"):
-        index_streams(masks, 1, 4, 0)
+        index_streams(masks, 1, 4, [0, 1, 2, 3])
     with pytest.raises(ParameterError, match="bool tensor"):
-        index_streams(masks.int(), 1, 4, 0)
+        index_streams(masks.int(), 1, 4, [0, 1, 2, 3])
 
 
-# --- one step: stacked == loop ------------------------------------------------------------
+# --- the contract: model i == build_model + train_model on its subset ---------------------
+
+RECIPES = {  # batch 5 on subsets of 16, 12 and 9: 3, 3 and 2 steps per epoch
+    "sgd-cosine": Recipe(epochs=3, batch_size=5, lr=0.05),
+    "sgd-step": Recipe(epochs=3, batch_size=5, lr=0.05, schedule="step"),
+    # Adam divides by sqrt(v): a weight whose gradient is at rounding level in one engine
+    # and exactly zero in the other still moves by up to lr, so its lr sets the difference
+    # (measured: 7e-7 at lr 1e-3, 1e-5 at 5e-3).
+    "adam": Recipe(epochs=3, batch_size=5, lr=1e-3, optimizer="adam"),
+}
 
 
-@pytest.mark.parametrize("name,shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("cnn", (1, 40))])
-def test_one_stacked_step_equals_the_loop(name, shape):
-    x, y = _data(shape)
-    masks = balanced_halves(len(x), 4, seed=0)
-    one_step = Recipe(epochs=1, batch_size=32, lr=0.05)  # 24 examples per model: one batch
-    seeds = [10, 11, 12, 13]
-    kw = dict(model_name=name, input_shape=shape, num_classes=5, x=x, y=y, masks=masks,
-              recipe=one_step, seeds=seeds)
-    loop = train_ensemble(**kw, stacked=False)
-    stacked = train_ensemble(**kw, stacked=True)
+def _alone(name, shape, x, y, masks, recipe, seeds, **kw) -> list[nn.Module]:
+    return [train_model(build_model(name, shape, 5, seed=s, **kw), x[m], y[m], recipe, seed=s)
+            for m, s in zip(masks, seeds)]
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_each_shadow_model_is_train_model_on_its_subset(name, recipe, stacked):
+    shape, seeds = (1, 8, 8), [10, 11, 12]
+    x, y = _data(shape, n=37)
+    masks = balanced_halves(len(x), 3, seed=3)
+    assert masks.sum(1).tolist() == [16, 12, 9]
+    r = RECIPES[recipe]
+    models = train_ensemble(name, shape, 5, x, y, masks, r, seeds, stacked=stacked)
+    alone = _alone(name, shape, x, y, masks, r, seeds)
     init = [build_model(name, shape, 5, seed=s) for s in seeds]
-    assert _max_rel_diff(loop, init) > 1e-3  # the step did move the weights
-    assert _max_rel_diff(stacked, loop) < 1e-5
-    for m in stacked:
+    assert _max_rel_diff(alone, init) > 1e-2  # training did move the weights
+    assert _max_rel_diff(models, alone) < (1e-5 if stacked else 1e-7)
+    for m in models:
         assert not m.training and next(m.parameters()).device.type == "cpu"
 
 
 @pytest.mark.parametrize("engine", ["split", "grouped", "vmap"])
 @pytest.mark.parametrize("name,shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("cnn", (1, 40))])
-def test_every_stacked_engine_matches_the_loop_over_several_steps(engine, name, shape):
+def test_every_stacked_engine_matches_the_loop(engine, name, shape):
     """'split' is the CPU default, 'grouped' the CUDA one, 'vmap' the fallback."""
-    x, y = _data(shape)
-    subsets = _subsets(balanced_halves(len(x), 3, seed=1))
-    recipe = Recipe(epochs=2, batch_size=8, lr=0.05)  # 3 steps per epoch, momentum active
+    x, y = _data(shape, n=37)
+    subsets = _subsets(balanced_halves(len(x), 3, seed=3))
+    recipe = RECIPES["sgd-cosine"]
     a = [build_model(name, shape, 5, seed=s) for s in range(3)]
     b = [build_model(name, shape, 5, seed=s) for s in range(3)]
-    _train_loop(a, x, y, subsets, recipe, 0, CPU, "t")
-    _train_stacked(b, shape, x, y, subsets, recipe, 0, CPU, "t", engine)
+    _train_loop(a, x, y, subsets, recipe, [0, 1, 2], CPU, "t")
+    _train_stacked(b, shape, x, y, subsets, recipe, [0, 1, 2], CPU, "t", engine)
     assert _max_rel_diff(b, a) < 1e-5
 
 
@@ -142,11 +148,22 @@ def test_unknown_layers_fall_back_to_vmap():
 
     x, y = _data((8,), classes=3)
     subsets = _subsets(balanced_halves(len(x), 2, seed=0))
-    recipe = Recipe(epochs=1, batch_size=8, lr=0.05)
+    recipe = Recipe(epochs=2, batch_size=5, lr=0.05)
     a, b = [tanh_net(s) for s in (0, 1)], [tanh_net(s) for s in (0, 1)]
-    _train_loop(a, x, y, subsets, recipe, 0, CPU, "t")
-    _train_stacked(b, (8,), x, y, subsets, recipe, 0, CPU, "t")  # engine picked: vmap
+    _train_loop(a, x, y, subsets, recipe, [0, 1], CPU, "t")
+    _train_stacked(b, (8,), x, y, subsets, recipe, [0, 1], CPU, "t")  # engine picked: vmap
     assert _max_rel_diff(b, a) < 1e-5
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_the_global_rng_is_left_untouched(stacked):
+    x, y = _data((1, 8, 8), n=20)
+    masks = balanced_halves(20, 2, 0)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    train_ensemble("mlp", (1, 8, 8), 5, x, y, masks, Recipe(epochs=1, batch_size=8), [0, 1],
+                   stacked=stacked)
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 # --- full training on digits --------------------------------------------------------------
@@ -160,31 +177,36 @@ def test_trained_ensemble_matches_the_loop_on_digits(digits, name, kwargs, epoch
     kw = dict(model_name=name, input_shape=digits.input_shape, num_classes=10,
               x=digits.x_train, y=digits.y_train, masks=masks, recipe=recipe,
               seeds=list(range(n_models)), model_kwargs=kwargs)
-    rng_before = torch.get_rng_state()
-    accs = {}
-    for stacked in (False, True):
-        models = train_ensemble(**kw, stacked=stacked)
-        accs[stacked] = sum(accuracy(m, digits.x_test, digits.y_test) for m in models) / n_models
-    assert torch.equal(torch.get_rng_state(), rng_before)
-    assert accs[False] > 70  # it learned
-    assert abs(accs[True] - accs[False]) <= 1.0
+    models = {stacked: train_ensemble(**kw, stacked=stacked) for stacked in (False, True)}
+    # Close, not float-equal over 80 steps: digits has many exact zeros, so max-pool ties
+    # are broken by rounding, and one flipped tie is then amplified (measured: 2e-7 with
+    # the CPU's split convs, 5e-3 for one cnn model with grouped convs).
+    assert _max_rel_diff(models[True], models[False]) < 1e-2
+    acc = sum(accuracy(m, digits.x_test, digits.y_test) for m in models[True]) / n_models
+    assert acc > 70  # it learned
 
 
 # --- the loop path and bad input ----------------------------------------------------------
 
 
-def test_resnet18_falls_back_to_the_loop():
+def test_resnet18_trains_in_the_loop_as_train_model():
     shape = (3, 8, 8)
-    x, y = _data(shape, n=16, classes=3)
-    masks = balanced_halves(len(x), 2, seed=0)
-    recipe = Recipe(epochs=1, batch_size=4, lr=0.01)
+    x, y = _data(shape, n=23, classes=3)
+    masks = balanced_halves(len(x), 2, seed=2)
+    assert masks.sum(1).tolist() == [9, 14]  # batches of 4: 4, 5 and 4, 4, 4, 2
+    recipe = Recipe(epochs=2, batch_size=4, lr=0.01)
     kw = dict(model_name="resnet18", input_shape=shape, num_classes=3, x=x, y=y, masks=masks,
               recipe=recipe, seeds=[0, 1], model_kwargs={"width": 4})
     models = train_ensemble(**kw)
+    alone = [train_model(build_model("resnet18", shape, 3, seed=s, width=4), x[m], y[m],
+                         recipe, seed=s) for m, s in zip(masks, [0, 1])]
     init = build_model("resnet18", shape, 3, seed=0, width=4)
     assert len(models) == 2 and not models[0].training
     assert _max_rel_diff(models[:1], [init]) > 1e-4
-    assert models[0](x[:2]).shape == (2, 3)
+    assert _max_rel_diff(models, alone) < 1e-7
+    for a, b in zip(models, alone):  # batch-norm running statistics too
+        for (na, ba), (_, bb) in zip(a.named_buffers(), b.named_buffers(), strict=True):
+            assert torch.allclose(ba.float(), bb.float()), na
     with pytest.raises(ParameterError, match="batch norm"):
         train_ensemble(**kw, stacked=True)
 

@@ -21,6 +21,7 @@ from classunlearn.data import Dataset, ForgetSplit
 from classunlearn.errors import ParameterError
 from classunlearn.evaluate import SplitLogits, basic_metrics
 from classunlearn.methods import RunRecord, UnlearnData, make_params
+from classunlearn.train import Recipe
 
 DataLike = tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset
 
@@ -59,13 +60,17 @@ def unlearn(
     device: str | None = None,
     num_classes: int | None = None,
     references: list[nn.Module] | None = None,
+    recipe: Recipe | None = None,
 ) -> tuple[nn.Module, RunRecord]:
     """Make a copy of `model` forget `forget_classes` with `method` (see
     `classunlearn methods`); `params` overrides hyperparameters by name. Returns the
-    unlearned copy and a run record (wall time, steps, parameters)."""
+    unlearned copy and a run record (wall time, steps, parameters).
+
+    ``method="retrain"`` trains a fresh copy of the architecture from scratch on D_r with
+    `recipe`, which must be the recipe `model` was trained with (it takes no `params`)."""
     split = ForgetSplit.make(_dataset(train, None, num_classes), list(forget_classes))
     values = {k: str(v) for k, v in (params or {}).items()}
-    cls, p = make_params(method, None, values)
+    cls, p = make_params(method, None, values, recipe=recipe)
     return cls().unlearn(model, UnlearnData.from_split(split), p, seed=seed, device=device,
                          references=references)
 

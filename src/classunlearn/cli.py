@@ -145,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from classunlearn.checkpoint import load_checkpoint, load_meta, save_checkpoint
     from classunlearn.data import ForgetSplit
-    from classunlearn.methods import UnlearnData, make_params
+    from classunlearn.methods import UnlearnData, make_params, parse_spec
+    from classunlearn.train import Recipe
 
     out = Path(args.out)
     check_checkpoint_out(out, [args.checkpoint, *(args.reference or [])])
@@ -154,14 +155,33 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     ds = _dataset(meta.dataset, args.data_dir)
     model, meta = load_checkpoint(args.checkpoint, ds)
     split = ForgetSplit.make(ds, args.forget_class)
-    cls, params = make_params(args.method, meta.dataset, _key_values(args.set, "--set"))
-    refs = [load_checkpoint(r, ds)[0] for r in args.reference or []]
+    cls, _ = parse_spec(args.method)
+    if cls.follows_recipe and not meta.recipe:
+        raise ParameterError(f"{args.checkpoint} records no training recipe, so `retrain` "
+                             "cannot repeat it; retrain with `classunlearn train "
+                             "--exclude-class ...` and the original's settings")
+    cls, params = make_params(args.method, meta.dataset, _key_values(args.set, "--set"),
+                              recipe=Recipe.from_dict(meta.recipe) if meta.recipe else None)
+    seed = args.seed
+    if cls.follows_recipe and seed is None:
+        seed = meta.seed + 1  # a fresh seed: never the original's initial weights
+    elif cls.follows_recipe and seed == meta.seed:
+        raise ParameterError(f"--seed {seed} is the original's own seed: retrain would start "
+                             f"from its initial weights; pass another, e.g. --seed {seed + 1}")
+    seed = 0 if seed is None else seed
+    refs, ref_records = [], []
+    for r in args.reference or []:
+        ref_model, ref_meta = load_checkpoint(r, ds)
+        refs.append(ref_model)
+        ref_records.append({"path": str(Path(r).resolve()), "sha256": ref_meta.sha256})
     unlearned, record = cls().unlearn(model, UnlearnData.from_split(split), params,
-                                      seed=args.seed, device=args.device, references=refs)
+                                      seed=seed, device=args.device, references=refs)
     parent = meta.sha256
     meta.method = {"name": cls.name, "params": record.params,
-                   "forget_classes": list(split.forget_classes), "seed": args.seed,
+                   "forget_classes": list(split.forget_classes), "seed": seed,
                    "oracle": cls.oracle, "wall_time_s": record.wall_time_s}
+    if cls.oracle:  # the audit refuses these as its references, and replays with them
+        meta.method["references"] = ref_records
     meta.parent_sha256 = parent
     save_checkpoint(unlearned, meta, out)
     tag = " (ORACLE)" if cls.oracle else ""
@@ -171,14 +191,16 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from classunlearn.audit_run import audit_checkpoint, json_ready, preflight
+    from classunlearn.bench.audit import audit_checkpoint, json_ready, preflight
+    from classunlearn.bench.summary import write_text_atomic
 
     preflight(args)  # bad input fails before any work
     if args.json:
         check_writable(Path(args.json))
     result = audit_checkpoint(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
+        write_text_atomic(Path(args.json), json.dumps(json_ready(result), indent=2,
+                                                      allow_nan=False))
         print(f"wrote {args.json}")
     return 0
 
@@ -273,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--reference", action="append", metavar="CKPT",
                    help="retrained reference (only oracle methods read it)")
     u.add_argument("--data-dir")
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--seed", type=int, help="the run's seed (default 0; for retrain, the "
+                   "original's seed + 1: a retrained model starts from fresh weights)")
     u.add_argument("--device", default="auto")
     u.add_argument("--out", required=True)
     u.set_defaults(func=cmd_unlearn)
@@ -294,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default, see docs/audit.md)")
     a.add_argument("--svc-feature", help="SVC-MIA feature (default: confidence)")
     a.add_argument("--seed", type=int, default=0,
-                   help="seed of SVC-MIA's member subsample (MIA-NN folds use seed 0)")
+                   help="seed of SVC-MIA's member subsample and of MIA-NN's folds")
     a.add_argument("--data-dir")
     a.add_argument("--json", metavar="FILE")
     a.set_defaults(func=cmd_audit)
@@ -336,15 +359,25 @@ def _log_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from classunlearn.bench.executors import Stopped, stop_on_signals
+
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        # SIGTERM (kill, batch schedulers, pre-emption) stops like Ctrl-C: the executors end
+        # their workers in their `finally`, finished units stay in the store
+        with stop_on_signals():
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except UserError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished work is kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
+        out = getattr(args, "out", None) if getattr(args, "func", None) is cmd_bench else None
+        kept = (f"finished units are kept in {out}; rerun the same command to resume"
+                if out else "finished work is kept")
+        print(f"{how}; {kept}", file=sys.stderr, flush=True)
+        return e.exit_code if isinstance(e, Stopped) else 130
     except Exception as e:  # internal failure: traceback to the log, one line on screen
         log = _log_path()
         try:

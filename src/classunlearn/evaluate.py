@@ -80,26 +80,29 @@ def nn_classes(split: ForgetSplit, references: list[SplitLogits]) -> dict[int, i
 
 
 def reference_mia_scores(split: ForgetSplit, references: list[SplitLogits], nn: dict[int, int],
-                         mia_feature: str | None = None) -> dict[int, list[float]]:
-    """Each reference's MIA-NN score per forget class, computed once per study (with the same
-    folds as every audited model: seed 0)."""
+                         mia_feature: str | None = None, mia_seed: int = 0
+                         ) -> dict[int, list[float]]:
+    """Each reference's MIA-NN score per forget class, computed once per study with the same
+    folds (`mia_seed`) as every audited model."""
     from classunlearn.audit.mia_nn import DEFAULT_FEATURE, mia_nn_score
 
     y = split.dataset.y_test.numpy()
     return {f: [mia_nn_score(r.test_all(split).numpy(), y, f, nn[f],
-                             feature=mia_feature or DEFAULT_FEATURE, seed=0).score
+                             feature=mia_feature or DEFAULT_FEATURE, seed=mia_seed).score
                 for r in references] for f in split.forget_classes}
 
 
 def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[SplitLogits],
                    nn: dict[int, int], mia_feature: str | None = None,
                    svc_feature: str | None = None, seed: int = 0,
-                   reference_mia: dict[int, list[float]] | None = None) -> dict:
+                   reference_mia: dict[int, list[float]] | None = None,
+                   mia_seed: int = 0) -> dict:
     """SVC-MIA and MIA-NN (score, gap and z against the references; averaged over forget
     classes when several are forgotten). Pass the audited model's own references only:
-    auditing a reference means passing the *other* references. `reference_mia` (from
-    reference_mia_scores) saves re-scoring the references for every model; MIA-NN folds
-    always use seed 0 so every model is scored on the same folds."""
+    auditing a reference means passing the *other* references (and an `nn` chosen without
+    it). `reference_mia` (from reference_mia_scores with the same `mia_seed`) saves
+    re-scoring the references for every model. `seed` seeds SVC-MIA's member subsample,
+    `mia_seed` MIA-NN's folds (the same for every model compared)."""
     from classunlearn.audit.mia_nn import DEFAULT_FEATURE as MIA_NN_DEFAULT
     from classunlearn.audit.mia_nn import mia_nn_audit
     from classunlearn.audit.svc_mia import DEFAULT_FEATURE as SVC_DEFAULT
@@ -109,16 +112,16 @@ def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[Spl
     svc_feature = svc_feature or SVC_DEFAULT
     lab = {p: split.part(p)[1].numpy() for p in PARTS}
     svc = svc_mia(logits.train_retain.numpy(), lab["train_retain"],
-                          logits.test_retain.numpy(), lab["test_retain"],
-                          logits.train_forget.numpy(), lab["train_forget"],
-                          feature=svc_feature, seed=seed)
+                  logits.test_retain.numpy(), lab["test_retain"],
+                  logits.train_forget.numpy(), lab["train_forget"],
+                  feature=svc_feature, seed=seed)
     out = {"svc_mia": svc.score, "svc_mia_feature": svc.feature}
     if len(references) >= 1:
         y_test = split.dataset.y_test.numpy()
         results = [mia_nn_audit(logits.test_all(split).numpy(),
-                                       [r.test_all(split).numpy() for r in references], y_test,
-                                       f, nn[f], feature=mia_feature, seed=0,
-                                       reference_scores=(reference_mia or {}).get(f))
+                                [r.test_all(split).numpy() for r in references], y_test,
+                                f, nn[f], feature=mia_feature, seed=mia_seed,
+                                reference_scores=(reference_mia or {}).get(f))
                    for f in split.forget_classes]
         mean = lambda key: float(np.mean([getattr(r, key) for r in results]))  # noqa: E731
         out.update(mia_nn=mean("score"), mia_nn_gap=mean("gap"), mia_nn_z=mean("z"),
@@ -126,3 +129,31 @@ def attack_metrics(logits: SplitLogits, split: ForgetSplit, references: list[Spl
                    mia_nn_ref_std=mean("reference_std"), mia_nn_feature=mia_feature,
                    nn_class={str(f): c for f, c in nn.items()})
     return out
+
+
+def ulira_metrics(split: ForgetSplit, replay_phi: np.ndarray, shadow_originals: dict,
+                  shadow_retrains: dict, audited: list[SplitLogits] = ()):
+    """U-LiRA from the units of a study: the method replayed on the shadow originals
+    (`replay_phi`, N x |D_f|) against the shadow retrains. Shadow originals were trained on
+    halves of the whole train split, so their mask columns at D_f's indices say which forget
+    samples each one saw. Returns (metrics, UliraResult, flagged): `flagged` is, for each
+    model in `audited`, the share of D_f the shadows call "unlearned"."""
+    from classunlearn.audit.ulira import (
+        logit_confidence,
+        ulira_leave_one_out,
+        ulira_target_score,
+    )
+
+    in_mask = np.asarray(shadow_originals["mask"])[:, split.train_forget.numpy()].astype(bool)
+    unlearned_phi = np.asarray(replay_phi)
+    retrained_phi = np.asarray(shadow_retrains["phi"])
+    u = ulira_leave_one_out(unlearned_phi, in_mask, retrained_phi)
+    metrics = {"ulira": u.accuracy_best, "ulira_at_zero": u.accuracy_at_zero,
+               "ulira_auc": u.auc, "ulira_tpr_at_1fpr": u.tpr_at_1pct_fpr,
+               "ulira_auc_raw": u.auc_raw, "ulira_held_out": u.accuracy_held_out,
+               # +1: unlearned models look unlearned, -1: reversed (docs/audit.md), 0: none
+               "ulira_direction": {"expected": 1, "reversed": -1}.get(u.direction, 0)}
+    y_f = split.part("train_forget")[1].numpy()
+    flagged = [ulira_target_score(logit_confidence(lg.train_forget.numpy(), y_f), None,
+                                  unlearned_phi, in_mask, retrained_phi) for lg in audited]
+    return metrics, u, flagged

@@ -1,12 +1,20 @@
 """Shadow models for U-LiRA (paper.md section 4), trained as one stacked ensemble.
 
 U-LiRA needs N shadow models per configuration, each trained from scratch on a random
-half of the data. :func:`train_ensemble` trains them together: the N copies' parameters
-are stacked into one tensor per layer, one forward/backward computes every model's loss
-on its own batch, and one optimizer (``train.make_optimizer``) steps all of them. SGD and
-Adam act element by element, so each model follows the update it would get alone; the
-plain loop (one model after another, same batches) is the reference path and the path
-for models with batch norm (``MODELS[name].stackable`` is False).
+half of the data. The contract of :func:`train_ensemble`: shadow model i is, to float
+rounding, ``train.train_model`` on its half with ``seeds[i]`` (initial weights, batches,
+number of steps, learning-rate schedule, optimizer), whichever engine trains it; so the
+shadows, the bench's retrained models and the audit's replayed retrains are one
+procedure, and U-LiRA cannot tell them apart by how they were trained.
+
+Two engines. The loop calls ``train_model`` on each model in turn; it is the reference
+and the engine for models with batch norm (``MODELS[name].stackable`` is False). The
+stacked engine stacks the N copies' parameters into one tensor per layer; at global step
+t every model that has not finished takes its own step t on its own batch (batches of
+different sizes padded and masked out of the loss), and a written-out SGD/Adam
+(``_StackedOptimizer``) updates all of them with a per-model learning rate, since models
+with different subset sizes take different numbers of steps and so run different
+schedules.
 
 How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/shadows.py``):
 
@@ -15,7 +23,6 @@ How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/sha
   ``vmap(functional_call)``: linear layers are one ``baddbmm`` for all models, with the
   weights stored as (N, in, out) so their gradients come out contiguous (no copy in
   AccumulateGrad). Other stackable models fall back to ``torch.func.vmap``.
-- The optimizer runs fused (one kernel per stacked tensor).
 - Convolutions. ``vmap`` turns a batched conv into one grouped conv; on this CPU with one
   thread, oneDNN's grouped conv (backward above all) is slower than the same convs run
   model by model. The digits CNN is compute-bound: convs are most of a step, and a
@@ -28,8 +35,7 @@ How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/sha
 - An ``AdaptiveAvgPool`` whose output size equals its input size is the identity and is
   skipped (the digits CNN pools 4x4 to 4x4: about a tenth of a loop step); ReLUs after a
   conv or linear layer work in place.
-- Inputs stay resident on the device in the layout the first layer wants; each epoch's
-  batch indices for all models are drawn in one go.
+- Inputs stay resident on the device in the layout the first layer wants.
 
 ``torch.compile`` is deliberately not used (design.md: it returned zero gradients on this
 CPU build).
@@ -41,7 +47,6 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,11 +56,13 @@ from classunlearn.errors import ParameterError, TrainingDiverged
 from classunlearn.models import MODELS, Classifier, build_model
 from classunlearn.train import (
     Recipe,
+    batch_sizes,
     check_loss,
-    make_optimizer,
-    make_scheduler,
+    epoch_batches,
+    lr_factor,
     resolve_device,
     show_progress,
+    train_model,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -93,27 +100,6 @@ def _subsets(masks: torch.Tensor) -> list[torch.Tensor]:
     return subsets
 
 
-def _stream_generators(n_models: int, seed: int) -> list[torch.Generator]:
-    """One independent generator per model, mixed from (seed, model index)."""
-    gens = []
-    for i in range(n_models):
-        state = np.random.SeedSequence([seed % 2**64, i]).generate_state(1, np.uint64)[0]
-        gens.append(torch.Generator().manual_seed(int(state)))
-    return gens
-
-
-def _epoch_order(subset: torch.Tensor, gen: torch.Generator, steps: int, batch_size: int
-                 ) -> torch.Tensor:
-    """One epoch for one model: a shuffled pass over its subset, wrapped around to fill
-    `steps` full batches; int64 (steps, batch_size)."""
-    order = subset[torch.randperm(len(subset), generator=gen)]
-    return order[torch.arange(steps * batch_size) % len(subset)].view(steps, batch_size)
-
-
-def _steps_per_epoch(subsets: Sequence[torch.Tensor], batch_size: int) -> int:
-    return math.ceil(max(len(s) for s in subsets) / batch_size)
-
-
 def _check_stream_args(epochs: int, batch_size: int) -> None:
     if epochs < 0:
         raise ParameterError(f"epochs must be >= 0, got {epochs}")
@@ -121,40 +107,36 @@ def _check_stream_args(epochs: int, batch_size: int) -> None:
         raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
 
 
-def _epochs(subsets: Sequence[torch.Tensor], epochs: int, batch_size: int, seed: int
-            ) -> Iterator[torch.Tensor]:
-    """Yield each epoch's batches for all models: int64 (steps_per_epoch, n_models, B)."""
-    steps = _steps_per_epoch(subsets, batch_size)
-    gens = _stream_generators(len(subsets), seed)
+def _model_stream(subset: torch.Tensor, epochs: int, batch_size: int, seed: int
+                  ) -> Iterator[torch.Tensor]:
+    """One model's batches, as indices into x: exactly what ``train_model(..., seed=seed)``
+    draws on ``x[subset]``, mapped back through `subset`."""
+    gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        yield torch.stack([_epoch_order(s, g, steps, batch_size) for s, g in zip(subsets, gens)],
-                          dim=1)
+        for idx in epoch_batches(len(subset), batch_size, gen):
+            yield subset[idx]
 
 
-def _model_epochs(subsets: Sequence[torch.Tensor], i: int, epochs: int, batch_size: int,
-                  seed: int) -> Iterator[torch.Tensor]:
-    """Model i's column of :func:`_epochs` (the same draws), without drawing the others."""
-    steps = _steps_per_epoch(subsets, batch_size)
-    gen = _stream_generators(len(subsets), seed)[i]
-    for _ in range(epochs):
-        yield _epoch_order(subsets[i], gen, steps, batch_size)
+def _total_steps(subset: torch.Tensor, recipe: Recipe) -> int:
+    return recipe.epochs * len(batch_sizes(len(subset), recipe.batch_size))
 
 
-def index_streams(masks: torch.Tensor, epochs: int, batch_size: int, seed: int
-                  ) -> torch.Tensor:
-    """The batches every shadow model trains on: int64 (steps, n_models, batch_size).
+def index_streams(masks: torch.Tensor, epochs: int, batch_size: int, seeds: Sequence[int]
+                  ) -> list[list[torch.Tensor]]:
+    """The batches every shadow model trains on: entry i lists model i's batches in order,
+    each an int64 tensor of indices into x.
 
     Model i makes its own shuffled pass over its subset (the True entries of ``masks[i]``)
-    every epoch. All models take the same number of steps per epoch, ``ceil(max subset
-    size / batch_size)``, and every batch is full: a subset that runs out wraps around to
-    the start of the same epoch's order. Model i's draws depend on (seed, i) only.
+    every epoch, drawn from ``torch.Generator().manual_seed(seeds[i])`` and cut by
+    ``train.batch_sizes`` (the last batch keeps the rest; a last batch of one is merged
+    into the one before): the batches ``train_model`` takes on that subset with that seed.
+    Models with different subset sizes take different numbers of steps.
     """
     _check_stream_args(epochs, batch_size)
     subsets = _subsets(masks)
-    parts = list(_epochs(subsets, epochs, batch_size, seed))
-    if not parts:
-        return torch.empty(0, len(subsets), batch_size, dtype=torch.int64)
-    return torch.cat(parts)
+    if len(seeds) != len(subsets):
+        raise ParameterError(f"{len(subsets)} masks but {len(seeds)} seeds; one seed per model")
+    return [list(_model_stream(s, epochs, batch_size, seed)) for s, seed in zip(subsets, seeds)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,48 +339,56 @@ def _check_losses(per_model: torch.Tensor, desc: str, step: int) -> None:
         raise
 
 
-def _prefer_fused(opt: torch.optim.Optimizer) -> None:
-    """Switch SGD/Adam to their fused kernels (one pass over each stacked tensor instead of
-    three or four ops per tensor); same arithmetic up to float rounding. A no-op where
-    fused kernels are not available. (train.make_optimizer has no `fused` argument.)"""
-    params = [p for g in opt.param_groups for p in g["params"]]
-    if not isinstance(opt, torch.optim.SGD | torch.optim.Adam) or not all(
-        p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda")
-        for p in params
-    ):
-        return
-    for group in opt.param_groups:
-        if "fused" in group:
-            group["foreach"] = False
-            group["fused"] = True
+class _StackedOptimizer:
+    """``train.make_optimizer``'s optimizer over stacked parameters, with its own learning
+    rate for each model: torch.optim.SGD (dampening 0, not Nesterov) or torch.optim.Adam
+    (default betas and eps, L2 weight decay, not AMSGrad), written out because torch's
+    optimizers take one learning rate per tensor and each model here has its own schedule.
+    """
+
+    def __init__(self, params: list[torch.Tensor], recipe: Recipe) -> None:
+        self.params, self.recipe = params, recipe
+        self.state: list[list[torch.Tensor]] = [[] for _ in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor) -> None:
+        """Update every model; lr is (N,), model i's learning rate for this step. Works in
+        place on the gradients (they are dropped before the next backward)."""
+        r = self.recipe
+        self.steps += 1
+        for p, state in zip(self.params, self.state):
+            g = p.grad
+            if r.weight_decay != 0:
+                g.add_(p, alpha=r.weight_decay)
+            lr_p = lr.view(-1, *[1] * (p.dim() - 1))
+            if r.optimizer == "adam":
+                beta1, beta2, eps = 0.9, 0.999, 1e-8
+                if not state:
+                    state += [torch.zeros_like(p), torch.zeros_like(p)]
+                m, v = state
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                denom = v.sqrt().div_(math.sqrt(1 - beta2 ** self.steps)).add_(eps)
+                p.addcdiv_(m * (lr_p / (1 - beta1 ** self.steps)), denom, value=-1)
+            else:
+                if r.momentum != 0:
+                    if not state:
+                        state.append(g.clone())
+                    else:
+                        state[0].mul_(r.momentum).add_(g)
+                    g = state[0]
+                p.addcmul_(g, lr_p, value=-1)
 
 
 def _train_loop(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
-                subsets: list[torch.Tensor], recipe: Recipe, stream_seed: int,
+                subsets: list[torch.Tensor], recipe: Recipe, seeds: Sequence[int],
                 dev: torch.device, desc: str) -> None:
-    xd, yd = x.to(dev), y.to(dev)
-    total = recipe.epochs * _steps_per_epoch(subsets, recipe.batch_size)
-    bar = tqdm(total=len(models) * recipe.epochs, desc=desc, unit="model-ep",
-               disable=not show_progress(), leave=False)
-    for i, model in enumerate(models):
-        model.to(dev).train()
-        opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
-                             recipe.weight_decay)
-        sched = make_scheduler(opt, recipe.schedule, total)
-        step = 0
-        for epoch in _model_epochs(subsets, i, recipe.epochs, recipe.batch_size, stream_seed):
-            for idx in epoch.to(dev):
-                loss = F.cross_entropy(model(xd[idx]), yd[idx])
-                check_loss(loss, f"{desc} (shadow model {i})", step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-            bar.update(1)
+    """The reference engine and the one for batch-norm models: train_model, one by one."""
+    for i, (model, subset, seed) in enumerate(zip(models, subsets, seeds)):
+        train_model(model, x[subset], y[subset], recipe, seed=seed, device=dev,
+                    desc=f"{desc} (shadow model {i})")
         model.zero_grad(set_to_none=True)  # return bare models: no gradient buffers
-        model.cpu().eval()
-    bar.close()
 
 
 def _default_conv_mode(dev: torch.device) -> str:
@@ -410,7 +400,7 @@ def _default_conv_mode(dev: torch.device) -> str:
 
 def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: torch.Tensor,
                    y: torch.Tensor, subsets: list[torch.Tensor], recipe: Recipe,
-                   stream_seed: int, dev: torch.device, desc: str,
+                   seeds: Sequence[int], dev: torch.device, desc: str,
                    engine: str | None = None) -> None:
     """Train `models` in place as one stacked ensemble. `engine`: None picks the
     interpreter (conv mode from :func:`_default_conv_mode`) with vmap as the fallback;
@@ -436,27 +426,35 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
         return t.transpose(1, 2) if k in net.transposed else t
 
     params = {k: stack(k).to(dev).contiguous().requires_grad_() for k in named[0]}
-    opt = make_optimizer(list(params.values()), recipe.optimizer, recipe.lr, recipe.momentum,
-                         recipe.weight_decay)
-    _prefer_fused(opt)
-    sched = make_scheduler(opt, recipe.schedule,
-                           recipe.epochs * _steps_per_epoch(subsets, recipe.batch_size))
+    opt = _StackedOptimizer(list(params.values()), recipe)
+    dtype = next(iter(params.values())).dtype
     xr, yd = net.prepare(x.to(dev)), y.to(dev)
-    step = 0
-    epochs = _epochs(subsets, recipe.epochs, recipe.batch_size, stream_seed)
-    for epoch in tqdm(epochs, total=recipe.epochs, desc=desc, unit="ep",
-                      disable=not show_progress(), leave=False):
-        for idx in epoch.to(dev):
-            logits = net(params, xr, idx)
-            k = logits.shape[-1]
-            per_model = F.cross_entropy(logits.reshape(-1, k), yd[idx].flatten(),
-                                        reduction="none").view(n, -1).mean(1)
-            _check_losses(per_model, desc, step)
-            opt.zero_grad(set_to_none=True)
-            per_model.sum().backward()
-            opt.step()
-            sched.step()
-            step += 1
+    streams = [_model_stream(s, recipe.epochs, recipe.batch_size, seed)
+               for s, seed in zip(subsets, seeds)]
+    totals = [_total_steps(s, recipe) for s in subsets]
+    none = torch.empty(0, dtype=torch.int64)
+    for step in tqdm(range(max(totals)), desc=desc, unit="step", disable=not show_progress(),
+                     leave=False):
+        # At global step t every model with t < its total takes its own step t; batches of
+        # different sizes are padded with index 0 and weighted 0, so each model's loss is
+        # the mean over its own batch, as in train_model. A finished model gets lr 0: its
+        # momentum/Adam buffers still move, but it never steps again.
+        rows = [next(it) if step < total else none for it, total in zip(streams, totals)]
+        sizes = torch.tensor([len(r) for r in rows])
+        idx = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        weight = (torch.arange(idx.shape[1]) < sizes[:, None]) / sizes.clamp_min(1)[:, None]
+        lr = torch.tensor([recipe.lr * lr_factor(recipe.schedule, step, total)
+                           if step < total else 0.0 for total in totals])
+        idx, weight, lr = idx.to(dev), weight.to(dev, dtype), lr.to(dev, dtype)
+        logits = net(params, xr, idx)
+        k = logits.shape[-1]
+        per_model = (F.cross_entropy(logits.reshape(-1, k), yd[idx].flatten(),
+                                     reduction="none").view(n, -1) * weight).sum(1)
+        _check_losses(per_model, desc, step)
+        for p in params.values():
+            p.grad = None
+        per_model.sum().backward()
+        opt.step(lr)
     with torch.no_grad():
         for i, (model, p) in enumerate(zip(models, named)):
             for k, v in p.items():
@@ -471,19 +469,19 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
                    stacked: bool | None = None, desc: str = "shadows") -> list[nn.Module]:
     """Train one shadow model per row of `masks`, all on the same recipe.
 
-    Model i is ``build_model(model_name, input_shape, num_classes, seed=seeds[i],
-    **model_kwargs)`` trained with cross-entropy on ``x[masks[i]]``, with the optimizer,
-    momentum, weight decay and learning-rate schedule of ``train.train_model`` (the
-    schedule spans epochs x steps-per-epoch steps). Batches come from
-    ``index_streams(masks, recipe.epochs, recipe.batch_size, seed=seeds[0])``: every batch
-    is full and all models take the same number of steps.
+    Model i is what ::
+
+        m = build_model(model_name, input_shape, num_classes, seed=seeds[i], **model_kwargs)
+        train_model(m, x[masks[i]], y[masks[i]], recipe, seed=seeds[i])
+
+    computes (to float rounding): the same initial weights, batches (see
+    :func:`index_streams`), number of steps, learning-rate schedule and optimizer.
 
     ``stacked=None`` trains the models as one stacked ensemble when the model can be
-    stacked (``MODELS[model_name].stackable``: no batch norm) and one by one otherwise;
-    True/False force it (True on a non-stackable model is an error). Both paths consume
-    the same batches, so from the same initial weights they compute the same models (up
-    to float rounding). A loss that turns NaN or explodes stops the run
-    (``TrainingDiverged``, naming the shadow model and step).
+    stacked (``MODELS[model_name].stackable``: no batch norm) and one by one with
+    ``train_model`` otherwise; True/False force it (True on a non-stackable model is an
+    error). A loss that turns NaN or explodes stops the run (``TrainingDiverged``, naming
+    the shadow model and step).
 
     Returns the N models on the CPU in eval mode. The global RNG is left untouched.
     """
@@ -503,10 +501,12 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     models = [build_model(model_name, input_shape, num_classes, seed=s, **(model_kwargs or {}))
               for s in seeds]
     dev = resolve_device(device)
-    if use_stacked:
-        _train_stacked(models, tuple(input_shape), x, y, subsets, recipe, seeds[0], dev, desc)
-    else:
-        _train_loop(models, x, y, subsets, recipe, seeds[0], dev, desc)
+    # train_model (the loop engine) seeds the global RNG; keep the caller's.
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        if use_stacked:
+            _train_stacked(models, tuple(input_shape), x, y, subsets, recipe, seeds, dev, desc)
+        else:
+            _train_loop(models, x, y, subsets, recipe, seeds, dev, desc)
     return models
 
 

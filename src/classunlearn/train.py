@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -108,25 +108,47 @@ def make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_de
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The learning-rate multiplier at `step` (counted from 0) of a run of `total_steps`
+    steps: cosine from 1 towards 0; step, x0.1 from 50% and again from 75% of the run;
+    constant 1. The one formula for train_model, fine-tuning and the shadow ensemble."""
     total_steps = max(total_steps, 1)
     if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps)
+        return 0.5 * (1 + math.cos(math.pi * step / total_steps))
     if schedule == "step":
-        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        milestones = (int(total_steps * 0.5), int(total_steps * 0.75))
+        return 0.1 ** sum(step >= m for m in milestones)
+    return 1.0
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffled index batches over range(n), in the order the generator dictates."""
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(schedule, step, total_steps))
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """How an epoch over n examples is cut: full batches, then the rest; a last batch of one
+    sample is merged into the one before (it would break batch norm)."""
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return sizes
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's shuffled index batches over range(n): a randperm drawn from `generator`,
+    cut by :func:`batch_sizes`. The single source of a model's data order (train_model and
+    every shadow model of shadows.train_ensemble)."""
     order = torch.randperm(n, generator=generator)
-    starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
-        starts.pop()  # a last batch of one sample would break batch norm: merge it
-    for j, i in enumerate(starts):
-        yield order[i : starts[j + 1] if j + 1 < len(starts) else n]
+    out, start = [], 0
+    for size in batch_sizes(n, batch_size):
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
+batches = epoch_batches  # the older name, used by the unlearning methods
 
 
 def check_loss(loss: torch.Tensor, what: str, step: int, limit: float = 1e6) -> None:
@@ -155,12 +177,12 @@ def train_model(
     xd, yd = x.to(dev), y.to(dev)
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
                          recipe.weight_decay)
-    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    steps_per_epoch = len(batch_sizes(len(x), recipe.batch_size))
     sched = make_scheduler(opt, recipe.schedule, recipe.epochs * steps_per_epoch)
     step = 0
     for _ in tqdm(range(recipe.epochs), desc=desc, unit="ep", disable=not show_progress(),
                   leave=False):
-        for idx in batches(len(x), recipe.batch_size, gen):
+        for idx in epoch_batches(len(x), recipe.batch_size, gen):
             idx = idx.to(dev)
             loss = nn.functional.cross_entropy(model(xd[idx]), yd[idx])
             check_loss(loss, desc, step)

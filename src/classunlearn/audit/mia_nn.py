@@ -282,7 +282,7 @@ def mia_nn_score(
             model = make_pipeline(StandardScaler(), SVC(kernel="rbf", C=svm_c, gamma=svm_gamma))
             model.fit(x[train], y[train])
             decision = model.decision_function(x[test])
-            pred = (decision > 0).astype(np.int64)  # binary SVC: predict == sign of decision
+            pred = model.predict(x[test])  # sklearn's own call, ties at 0 included
             truth = y[test]
             hit_forget += int(np.sum((pred == 1) & (truth == 1)))
             hit_nn += int(np.sum((pred == 0) & (truth == 0)))

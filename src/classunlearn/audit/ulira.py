@@ -11,6 +11,20 @@ The log-likelihood ratio log N(phi; mu_in, sd_in) - log N(phi; mu_out, sd_out) >
 "unlearned". Over a balanced set of target models the attack's accuracy measures how
 distinguishable the method is from retraining; an ideal unlearner scores 50 % (chance).
 
+Three rules of ours (see ``docs/audit.md``, U-LiRA):
+
+* The variance mode (per-example or pooled) of each side is decided once per attack, from
+  the smallest per-example count that any target will see (:func:`resolve_variance`), and
+  used for every target. Deciding it per leave-one-out fold gave unlearned and retrained
+  targets different modes (with N = 8 balanced halves: 3 vs 4 IN values around the cut-off
+  4), which an ideal unlearner turned into a spurious 54 % accuracy.
+* Leave-one-out targets are paired (:func:`ulira_leave_one_out`, ``folds="paired"``): a
+  target leaves out one model of each kind, so unlearned and retrained targets see the
+  same shadow counts; leaving out only the target reads as a reversed separation.
+* Headline numbers are two-sided: a separation in the wrong direction (unlearned targets
+  look *more* retrained than retrained ones) is a separation too, and reads as far from 50
+  rather than as chance. The raw, signed values are kept next to them.
+
 Pure functions: arrays of phi (models x examples) in, frozen dataclasses or numbers out. No
 randomness is involved, so nothing needs a seed. Training the shadows is the caller's job.
 """
@@ -32,17 +46,35 @@ VARIANCES: tuple[str, ...] = ("auto", "per_example", "global")
 """How the Gaussians' spread is estimated (see :func:`ulira_scores`)."""
 
 DEFAULT_VARIANCE = "auto"
-"""Per-example variance where there are enough shadows, the pooled one elsewhere."""
+"""Per-example variance where every target sees enough shadows, the pooled one elsewhere."""
+
+DEFAULT_MIN_IN_PER_EXAMPLE = 4
+"""``"auto"`` cut-off: a side is per-example when every target sees at least this many values
+of every example on that side (ours; the paper gives no number)."""
+
+FOLDS: tuple[str, ...] = ("paired", "single")
+"""Leave-one-out schemes of :func:`ulira_leave_one_out`."""
+
+DEFAULT_FOLDS = "paired"
+"""Each target leaves out one model of each kind, so both kinds see the same shadow counts."""
+
+DIRECTIONS: tuple[str, ...] = ("expected", "reversed", "none")
+"""Values of :attr:`UliraResult.direction`."""
 
 MAX_ROC_POINTS = 200
 """ROC curves in results are thinned to at most this many points (for plotting)."""
 
 __all__ = [
+    "DEFAULT_MIN_IN_PER_EXAMPLE",
+    "DEFAULT_FOLDS",
     "DEFAULT_VARIANCE",
+    "DIRECTIONS",
+    "FOLDS",
     "MAX_ROC_POINTS",
     "VARIANCES",
     "UliraResult",
     "logit_confidence",
+    "resolve_variance",
     "ulira_attack",
     "ulira_leave_one_out",
     "ulira_scores",
@@ -56,21 +88,52 @@ class UliraResult:
 
     Each decision is one (target model, forget example) pair: positive when the target is
     an unlearned model and the example was in its original's training half, negative for a
-    retrained target (every example). The two sides are weighted to weigh the same.
+    retrained target (every example). The two sides are weighted to weigh the same. The
+    expected direction is "higher LLR = unlearned".
+
+    Two-sided (folded) headline numbers, 50 = chance, 100 = perfectly separated in either
+    direction (a separation in the reversed direction is a separation too):
 
     Attributes:
-        accuracy_best: balanced accuracy at the best threshold on the LLR, % (optimistic:
-            the threshold is chosen on the same decisions, as in Hayes et al.).
-        accuracy_at_zero: balanced accuracy at LLR threshold 0 ("unlearned" iff LLR > 0), %.
-        auc: area under the ROC curve, %.
-        tpr_at_1pct_fpr: true-positive rate at the largest threshold with FPR <= 1 %, %.
-        roc_fpr: false-positive rates of the ROC curve (at most 200 points, for plots).
+        accuracy_best: balanced accuracy at the best threshold on the LLR, best over
+            thresholds *and both directions*, % (= 50 + 50 max |TPR - FPR|; optimistic: the
+            threshold is chosen on the same decisions, as in Hayes et al.; see
+            ``accuracy_held_out``).
+        accuracy_at_zero: balanced accuracy at LLR threshold 0, folded: max(a, 100 - a) of
+            the raw ``accuracy_at_zero_raw`` a (the better of "unlearned iff LLR > 0" and its
+            inverse), %.
+        auc: area under the ROC curve, folded: 50 + |auc_raw - 50|, %.
+        tpr_at_1pct_fpr: true-positive rate at the largest threshold with FPR <= 1 %, with
+            the scores oriented by ``direction`` (negated when "reversed"), %.
+        roc_fpr: false-positive rates of the ROC curve, oriented by ``direction`` (its area
+            is ``auc``; at most 200 points, for plots).
         roc_tpr: matching true-positive rates.
         n_unlearned: number of unlearned target models.
         n_retrained: number of retrained target models.
         n_positive: number of positive decisions (unlearned target, in-half example).
         n_negative: number of negative decisions (retrained target, example).
-        variance: the variance mode used.
+        variance: the variance mode asked for ("auto", "per_example" or "global").
+
+    Raw (signed, one-sided) values and the resolved settings:
+
+    Attributes:
+        direction: "expected" when auc_raw > 50 (unlearned targets get the higher LLRs),
+            "reversed" when auc_raw < 50, "none" when it is exactly 50.
+        auc_raw: the signed AUC, % (below 50: reversed separation).
+        accuracy_best_one_sided: best-threshold balanced accuracy in the expected direction
+            only (the pre-fix ``accuracy_best``), %.
+        accuracy_at_zero_raw: balanced accuracy of "unlearned iff LLR > 0", %.
+        accuracy_held_out: two-fold cross-fitted balanced accuracy, %: target models are
+            split by index parity (unlearned and retrained alike), the threshold *and* the
+            direction are chosen on one fold and applied to the other, and the two accuracies
+            averaged. Not folded, not optimistic (near 50 or below at chance). None when a
+            side has fewer than 2 target models.
+        variance_in: the mode used for the IN side ("per_example" or "global").
+        variance_out: the mode used for the OUT side.
+        min_count_in: the smallest number of IN values of an example that any target saw
+            (examples with none left out): what ``variance_in`` was decided from.
+        min_count_out: the same for OUT.
+        min_in_per_example: the ``"auto"`` cut-off in force.
     """
 
     accuracy_best: float
@@ -84,6 +147,16 @@ class UliraResult:
     n_positive: int
     n_negative: int
     variance: str
+    direction: str
+    auc_raw: float
+    accuracy_best_one_sided: float
+    accuracy_at_zero_raw: float
+    accuracy_held_out: float | None
+    variance_in: str
+    variance_out: str
+    min_count_in: int
+    min_count_out: int
+    min_in_per_example: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary (JSON-serialisable)."""
@@ -91,7 +164,6 @@ class UliraResult:
 
 
 # --------------------------------------------------------------------------- validation
-
 
 
 def _phi_matrix(name: str, value: Any, n: int | None = None) -> np.ndarray:
@@ -172,15 +244,60 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return z_true - logsumexp(others, axis=-1)
 
 
+# --------------------------------------------------------------------------- variance rule
+
+
+def _smallest_count(counts: np.ndarray) -> int:
+    """Smallest positive entry of ``counts`` (0 when there is none)."""
+    positive = counts[counts > 0]
+    return int(positive.min()) if positive.size else 0
+
+
+def resolve_variance(
+    variance: str,
+    min_count_in: int,
+    min_count_out: int,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
+) -> tuple[str, str]:
+    """The (IN, OUT) variance modes of one attack, decided once for all its targets.
+
+    ``"per_example"`` and ``"global"`` apply to both sides as asked. ``"auto"`` decides each
+    side on its own: per-example when the smallest per-example count that any target of the
+    attack sees on that side (``min_count_in`` / ``min_count_out``) is at least
+    ``min_in_per_example``, else pooled ("global") for every example of that side. One mode
+    per side and attack, never per target: in a leave-one-out attack an unlearned target
+    sees one IN value fewer and one OUT value more than a retrained target, and a mode
+    switched between them would tell the two kinds of target apart by itself.
+
+    Args:
+        variance: ``"auto"``, ``"per_example"`` or ``"global"``.
+        min_count_in: smallest number of IN values of an example (with any) a target sees.
+        min_count_out: the same for OUT.
+        min_in_per_example: the ``"auto"`` cut-off.
+
+    Returns:
+        (mode for IN, mode for OUT), each ``"per_example"`` or ``"global"``.
+    """
+    _options(variance, min_in_per_example, 1.0)
+    if variance != "auto":
+        return variance, variance
+
+    def pick(count: int) -> str:
+        return "per_example" if count >= min_in_per_example else "global"
+
+    return pick(int(min_count_in)), pick(int(min_count_out))
+
+
 # --------------------------------------------------------------------------- Gaussians
 
 
 def _gaussian(
-    phi: np.ndarray, mask: np.ndarray, variance: str, min_count: int, min_std: float
+    phi: np.ndarray, mask: np.ndarray, mode: str, min_std: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-example mean and sd of ``phi`` (models, examples) over the models where ``mask``.
 
-    The pooled ("global") variance is the within-example variance pooled over examples,
+    ``mode`` is ``"per_example"`` (each example's own variance, NaN with fewer than 2
+    values) or ``"global"``: the within-example variance pooled over examples,
     sum_e sum_i (phi_ie - mu_e)^2 / sum_e (n_e - 1). When no example has two values (one
     shadow each), it falls back to the variance of all values around their grand mean (the
     fixed variance of Carlini et al.'s LiRA). Examples with no value get a NaN mean.
@@ -191,18 +308,16 @@ def _gaussian(
         mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         resid2 = np.where(mask, (phi - mean) ** 2, 0.0).sum(axis=0)
         per_example = np.where(count >= 2, resid2 / np.maximum(count - 1, 1), np.nan)
-    dof = int(np.sum(np.maximum(count - 1, 0)))
-    if dof > 0:
-        pooled = float(resid2.sum() / dof)
-    else:
-        values = phi[mask]
-        pooled = float(np.var(values, ddof=1)) if values.size >= 2 else float("nan")
-    if variance == "global":
-        var = np.full(phi.shape[1], pooled)
-    elif variance == "per_example":
+    if mode == "per_example":
         var = per_example
     else:
-        var = np.where(count >= min_count, per_example, pooled)
+        dof = int(np.sum(np.maximum(count - 1, 0)))
+        if dof > 0:
+            pooled = float(resid2.sum() / dof)
+        else:
+            values = phi[mask]
+            pooled = float(np.var(values, ddof=1)) if values.size >= 2 else float("nan")
+        var = np.full(phi.shape[1], pooled)
     with np.errstate(invalid="ignore"):
         std = np.where(np.isnan(var), np.nan, np.maximum(np.sqrt(var), min_std))
     return mean, std
@@ -214,7 +329,7 @@ def ulira_scores(
     out_phi: np.ndarray,
     target_phi: np.ndarray,
     target_mask: np.ndarray | None = None,
-    min_in_per_example: int = 4,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
     variance: str = DEFAULT_VARIANCE,
     min_std: float = 1e-6,
 ) -> np.ndarray:
@@ -231,12 +346,14 @@ def ulira_scores(
         out_phi: (M, n) phi of shadow retrained models.
         target_phi: (T, n) or (n,) phi of the target model(s).
         target_mask: same shape as ``target_phi``; False entries give NaN. Default: all.
-        min_in_per_example: an example with fewer IN (or OUT) values than this uses the
-            pooled variance of its side instead of its own (``variance="auto"``).
+        min_in_per_example: ``variance="auto"`` cut-off (see :func:`resolve_variance`):
+            the IN side is per-example when every example with an IN value has at least
+            this many, else every example uses the pooled IN variance; likewise OUT with M.
         variance: ``"auto"`` (default), ``"per_example"`` (always the example's own
             variance; NaN where it has fewer than 2 values) or ``"global"`` (always the
             pooled variance). A reading: the paper says "per-example, or a global variance
-            when there are few shadows" without a cut-off; ``min_in_per_example = 4`` is ours.
+            when there are few shadows" without a cut-off; ``min_in_per_example = 4`` and
+            the one-mode-per-side rule are ours.
         min_std: floor on every standard deviation, so identical shadow values do not give
             an infinite ratio (a numerical guard).
 
@@ -262,7 +379,10 @@ def ulira_scores(
     else:
         raw_mask = np.asarray(target_mask)
         t_mask = _mask("target_mask", raw_mask[None, :] if squeeze else raw_mask, target.shape)
-    llr = _llr(in_phi, in_mask, out_phi, target, variance, min_in_per_example, min_std)
+    modes = resolve_variance(
+        variance, _smallest_count(in_mask.sum(axis=0)), out_phi.shape[0], min_in_per_example
+    )
+    llr = _llr(in_phi, in_mask, out_phi, target, modes, min_std)
     llr = np.where(t_mask, llr, np.nan)
     return llr[0] if squeeze else llr
 
@@ -272,19 +392,18 @@ def _llr(
     in_mask: np.ndarray,
     out_phi: np.ndarray,
     target: np.ndarray,
-    variance: str,
-    min_count: int,
+    modes: tuple[str, str],
     min_std: float,
 ) -> np.ndarray:
-    """LLR for validated arrays; target is (T, n)."""
-    mu_in, sd_in = _gaussian(in_phi, in_mask, variance, min_count, min_std)
+    """LLR for validated arrays; target is (T, n); modes = resolved (IN, OUT) variance."""
+    mu_in, sd_in = _gaussian(in_phi, in_mask, modes[0], min_std)
     out_mask = np.ones(out_phi.shape, dtype=bool)
-    mu_out, sd_out = _gaussian(out_phi, out_mask, variance, min_count, min_std)
+    mu_out, sd_out = _gaussian(out_phi, out_mask, modes[1], min_std)
     with np.errstate(invalid="ignore"):
         return norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
 
 
-# --------------------------------------------------------------------------- attacks
+# --------------------------------------------------------------------------- summary
 
 
 def _thin(fpr: np.ndarray, tpr: np.ndarray, limit: int = MAX_ROC_POINTS) -> tuple[list, list]:
@@ -294,12 +413,57 @@ def _thin(fpr: np.ndarray, tpr: np.ndarray, limit: int = MAX_ROC_POINTS) -> tupl
     return [float(v) for v in fpr], [float(v) for v in tpr]
 
 
+def _finite(rows: list[np.ndarray]) -> np.ndarray:
+    values = np.concatenate(rows) if rows else np.zeros(0)
+    return values[np.isfinite(values)]
+
+
+def _roc(positive: np.ndarray, negative: np.ndarray, drop: bool = False):
+    """ROC of "positive iff score >= threshold" (per-class rates, so balanced by design)."""
+    scores = np.concatenate([positive, negative])
+    truth = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
+    return roc_curve(truth, scores, drop_intermediate=drop)
+
+
+def _best_rule(positive: np.ndarray, negative: np.ndarray) -> tuple[float, float]:
+    """(sign, threshold) of the best balanced rule "positive iff sign * LLR >= threshold"
+    over both directions (ties: the expected direction, then the first threshold)."""
+    best = (-1.0, 1.0, np.inf)
+    for sign in (1.0, -1.0):
+        fpr, tpr, thresholds = _roc(sign * positive, sign * negative)
+        k = int(np.argmax(tpr - fpr))
+        if tpr[k] - fpr[k] > best[0]:
+            best = (float(tpr[k] - fpr[k]), sign, float(thresholds[k]))
+    return best[1], best[2]
+
+
+def _held_out_accuracy(pos_rows: list[np.ndarray], neg_rows: list[np.ndarray]) -> float | None:
+    """Two-fold cross-fitted balanced accuracy (%), folds = target index parity."""
+    if len(pos_rows) < 2 or len(neg_rows) < 2:
+        return None
+    accuracies = []
+    for fold in (0, 1):
+        fit_p, fit_n = _finite(pos_rows[1 - fold :: 2]), _finite(neg_rows[1 - fold :: 2])
+        test_p, test_n = _finite(pos_rows[fold::2]), _finite(neg_rows[fold::2])
+        if min(fit_p.size, fit_n.size, test_p.size, test_n.size) == 0:
+            return None
+        sign, threshold = _best_rule(fit_p, fit_n)
+        tpr = float(np.mean(sign * test_p >= threshold))
+        tnr = float(np.mean(sign * test_n < threshold))
+        accuracies.append(50.0 * (tpr + tnr))
+    return float(np.mean(accuracies))
+
+
 def _summarise(
-    positive: np.ndarray, negative: np.ndarray, n_unlearned: int, n_retrained: int, variance: str
+    pos_rows: list[np.ndarray],
+    neg_rows: list[np.ndarray],
+    variance: str,
+    modes: tuple[str, str],
+    counts: tuple[int, int],
+    min_in_per_example: int,
 ) -> UliraResult:
-    """Balanced ROC statistics of positive (unlearned) and negative (retrained) LLRs."""
-    positive = positive[np.isfinite(positive)]
-    negative = negative[np.isfinite(negative)]
+    """Balanced ROC statistics of per-target positive (unlearned) and negative LLR rows."""
+    positive, negative = _finite(pos_rows), _finite(neg_rows)
     if positive.size == 0 or negative.size == 0:
         raise ParameterError(
             f"U-LiRA has {positive.size} unlearned and {negative.size} retrained decisions with "
@@ -307,73 +471,111 @@ def _summarise(
         )
     scores = np.concatenate([positive, negative])
     truth = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
-    weight = np.concatenate(
-        [np.full(positive.size, 0.5 / positive.size), np.full(negative.size, 0.5 / negative.size)]
-    )
-    fpr, tpr, _ = roc_curve(truth, scores, sample_weight=weight, drop_intermediate=False)
-    accuracy_best = 100.0 * float(np.max((tpr + 1.0 - fpr) / 2.0))
+    fpr, tpr, _ = _roc(positive, negative)
+    gap = tpr - fpr
+    accuracy_two_sided = 50.0 + 50.0 * float(np.max(np.abs(gap)))
+    accuracy_one_sided = 50.0 + 50.0 * float(np.max(gap))
     accuracy_zero = 100.0 * (float(np.mean(positive > 0)) + float(np.mean(negative <= 0))) / 2.0
-    tpr_low = 100.0 * float(np.max(tpr[fpr <= 0.01]))
-    auc = 100.0 * float(roc_auc_score(truth, scores, sample_weight=weight))
-    plot_fpr, plot_tpr, _ = roc_curve(truth, scores, sample_weight=weight)
+    auc_raw = 100.0 * float(roc_auc_score(truth, scores))
+    direction = "expected" if auc_raw > 50.0 else "reversed" if auc_raw < 50.0 else "none"
+    sign = -1.0 if direction == "reversed" else 1.0
+    o_fpr, o_tpr, _ = _roc(sign * positive, sign * negative)
+    tpr_low = 100.0 * float(np.max(o_tpr[o_fpr <= 0.01]))
+    plot_fpr, plot_tpr, _ = _roc(sign * positive, sign * negative, drop=True)
     roc_fpr, roc_tpr = _thin(plot_fpr, plot_tpr)
     return UliraResult(
-        accuracy_best=accuracy_best,
-        accuracy_at_zero=accuracy_zero,
-        auc=auc,
+        accuracy_best=accuracy_two_sided,
+        accuracy_at_zero=50.0 + abs(accuracy_zero - 50.0),
+        auc=50.0 + abs(auc_raw - 50.0),
         tpr_at_1pct_fpr=tpr_low,
         roc_fpr=roc_fpr,
         roc_tpr=roc_tpr,
-        n_unlearned=int(n_unlearned),
-        n_retrained=int(n_retrained),
+        n_unlearned=len(pos_rows),
+        n_retrained=len(neg_rows),
         n_positive=int(positive.size),
         n_negative=int(negative.size),
         variance=variance,
+        direction=direction,
+        auc_raw=auc_raw,
+        accuracy_best_one_sided=accuracy_one_sided,
+        accuracy_at_zero_raw=accuracy_zero,
+        accuracy_held_out=_held_out_accuracy(pos_rows, neg_rows),
+        variance_in=modes[0],
+        variance_out=modes[1],
+        min_count_in=int(counts[0]),
+        min_count_out=int(counts[1]),
+        min_in_per_example=int(min_in_per_example),
     )
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def _loo_counts(unlearned_mask: np.ndarray, n_retrained: int, folds: str) -> tuple[int, int]:
+    """Smallest per-example (IN, OUT) counts at the decisions of every leave-one-out target.
+
+    ``"paired"``: every target decides at examples in the half of an unlearned model left
+    out of its shadows, so sees c_e - 1 IN values there (c_e = the example's IN count), and
+    M - 1 OUT values. ``"single"``: a retrained target sees every example's full c_e and
+    M - 1 OUT values; the unlearned target i sees c_e - mask[i, e] IN values and M OUT.
+    """
+    count = unlearned_mask.sum(axis=0)
+    if folds == "paired":
+        return _smallest_count(count[count > 0] - 1), n_retrained - 1
+    seen = np.vstack([count[None, :], count[None, :] - unlearned_mask])
+    return _smallest_count(seen), n_retrained - 1
 
 
 def _loo_decisions(
     unlearned_phi: np.ndarray,
     unlearned_mask: np.ndarray,
     retrained_phi: np.ndarray,
-    variance: str,
-    min_count: int,
+    modes: tuple[str, str],
     min_std: float,
+    folds: str = DEFAULT_FOLDS,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-target LLR rows of the leave-one-out attack (validated inputs).
+    """Per-target LLR rows of the leave-one-out attack (validated inputs, resolved modes).
 
-    Returns (positive rows, negative rows): for unlearned target i, the LLRs at the examples
-    in its half with shadows = all other unlearned models (IN) and every retrained model
-    (OUT); for retrained target j, the LLRs at every example with shadows = every unlearned
-    model (IN) and all other retrained models (OUT). A target is never its own shadow.
+    Returns (positive rows, negative rows). A target is never its own shadow; every target
+    uses the same ``modes`` (IN, OUT).
+
+    * ``"paired"``: unlearned target i is scored with shadows = the unlearned models but i
+      (IN) and the retrained models but i mod M (OUT), at the examples in i's half;
+      retrained target j with shadows = the unlearned models but j mod N and the retrained
+      models but j, at the examples in the half of unlearned model j mod N. With N = M, the
+      two targets of pair k see the very same shadows and decide at the same examples.
+    * ``"single"``: unlearned target i with all other unlearned (IN) and every retrained
+      model (OUT), at its half; retrained target j with every unlearned model and all other
+      retrained models, at every example.
     """
     n_unlearned, n_retrained = unlearned_phi.shape[0], retrained_phi.shape[0]
+    paired = folds == "paired"
     positive = []
     for i in range(n_unlearned):
-        others = np.arange(n_unlearned) != i
+        keep_u = np.arange(n_unlearned) != i
+        keep_r = np.arange(n_retrained) != (i % n_retrained if paired else -1)
         row = _llr(
-            unlearned_phi[others],
-            unlearned_mask[others],
-            retrained_phi,
+            unlearned_phi[keep_u],
+            unlearned_mask[keep_u],
+            retrained_phi[keep_r],
             unlearned_phi[i : i + 1],
-            variance,
-            min_count,
+            modes,
             min_std,
         )[0]
         positive.append(row[unlearned_mask[i]])
     negative = []
     for j in range(n_retrained):
-        others = np.arange(n_retrained) != j
+        keep_u = np.arange(n_unlearned) != (j % n_unlearned if paired else -1)
+        keep_r = np.arange(n_retrained) != j
         row = _llr(
-            unlearned_phi,
-            unlearned_mask,
-            retrained_phi[others],
+            unlearned_phi[keep_u],
+            unlearned_mask[keep_u],
+            retrained_phi[keep_r],
             retrained_phi[j : j + 1],
-            variance,
-            min_count,
+            modes,
             min_std,
         )[0]
-        negative.append(row)
+        negative.append(row[unlearned_mask[j % n_unlearned]] if paired else row)
     return positive, negative
 
 
@@ -382,27 +584,45 @@ def ulira_leave_one_out(
     unlearned_mask: np.ndarray,
     retrained_phi: np.ndarray,
     variance: str = DEFAULT_VARIANCE,
-    min_in_per_example: int = 4,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
     min_std: float = 1e-6,
+    folds: str = DEFAULT_FOLDS,
 ) -> UliraResult:
     """U-LiRA with leave-one-out targets: each of the N + M models is the target in turn.
 
-    The other N - 1 unlearned and M retrained models (or N unlearned and M - 1 retrained)
-    are the shadows; a target is never its own shadow. Decisions: (unlearned target, example
-    in its original's half) is positive, (retrained target, every example) is negative; both
-    sides are weighted to weigh the same.
+    A target is never its own shadow. Decisions: (unlearned target, example in its
+    original's half) is positive, (retrained target, example) is negative; both sides are
+    weighted to weigh the same.
+
+    ``folds="paired"`` (default, ours): every target leaves one model of *each* kind out of
+    its shadows (its own and a partner: unlearned i with retrained i mod M, retrained j with
+    unlearned j mod N) and a retrained target decides at the examples in its partner's half.
+    Both kinds of target then see N - 1 IN-side models, M - 1 OUT models and c_e - 1 IN
+    values at their decisions; with N = M the pair's targets are scored against identical
+    shadows, so for an ideal unlearner their LLRs are exchangeable (50 exactly in
+    expectation). ``"single"`` (the scheme before): only the target is left out, so an
+    unlearned target sees one IN value fewer and one OUT value more than a retrained one,
+    which by itself reads as a reversed separation (AUC about 48 at N = 8, 10).
+
+    The variance modes are decided once (:func:`resolve_variance`) from the smallest
+    per-example counts over all targets' decisions: IN from min over examples of c_e - 1,
+    OUT from M - 1 (both schemes). With balanced halves (c_e = N/2 everywhere) and the
+    default cut-off 4: IN per-example iff N/2 - 1 >= 4 (N >= 10), OUT iff M >= 5.
 
     Args:
         unlearned_phi: (N, n) phi of the unlearned shadow models on the forget examples.
         unlearned_mask: (N, n) bool, True where the example was in that model's half.
         retrained_phi: (M, n) phi of the retrained shadow models.
         variance, min_in_per_example, min_std: see :func:`ulira_scores`.
+        folds: ``"paired"`` (default) or ``"single"``, see above.
 
     Returns:
-        :class:`UliraResult` (accuracy at the best threshold and at 0, AUC, TPR at 1 % FPR,
-        thinned ROC points).
+        :class:`UliraResult` (two-sided accuracy at the best threshold and at 0, folded AUC,
+        TPR at 1 % FPR, thinned ROC points, the raw values and the direction).
     """
     _options(variance, min_in_per_example, min_std)
+    if folds not in FOLDS:
+        raise ParameterError(f"unknown U-LiRA folds {folds!r}; choose one of {FOLDS}")
     unlearned_phi = _phi_matrix("unlearned_phi", unlearned_phi)
     unlearned_mask = _mask("unlearned_mask", unlearned_mask, unlearned_phi.shape)
     retrained_phi = _phi_matrix("retrained_phi", retrained_phi, unlearned_phi.shape[1])
@@ -411,16 +631,12 @@ def ulira_leave_one_out(
             f"leave-one-out U-LiRA needs at least 2 unlearned and 2 retrained models, got "
             f"{unlearned_phi.shape[0]} and {retrained_phi.shape[0]}"
         )
+    counts = _loo_counts(unlearned_mask, retrained_phi.shape[0], folds)
+    modes = resolve_variance(variance, counts[0], counts[1], min_in_per_example)
     positive, negative = _loo_decisions(
-        unlearned_phi, unlearned_mask, retrained_phi, variance, min_in_per_example, min_std
+        unlearned_phi, unlearned_mask, retrained_phi, modes, min_std, folds
     )
-    return _summarise(
-        np.concatenate(positive),
-        np.concatenate(negative),
-        unlearned_phi.shape[0],
-        retrained_phi.shape[0],
-        variance,
-    )
+    return _summarise(positive, negative, variance, modes, counts, min_in_per_example)
 
 
 def ulira_attack(
@@ -431,10 +647,13 @@ def ulira_attack(
     unlearned_target_mask: np.ndarray,
     retrained_target_phi: np.ndarray,
     variance: str = DEFAULT_VARIANCE,
-    min_in_per_example: int = 4,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
     min_std: float = 1e-6,
 ) -> UliraResult:
     """U-LiRA with explicit held-out targets (shadows and targets must be disjoint models).
+
+    Every target sees the same shadows, so the variance modes are decided once from their
+    counts (smallest IN count of an example with any, and M), as in :func:`ulira_scores`.
 
     Args:
         in_phi: (N, n) phi of shadow unlearned models; in_mask: (N, n) their halves.
@@ -459,9 +678,13 @@ def ulira_attack(
     r_phi = _phi_matrix("retrained_target_phi", retrained_target_phi, n)
     if in_phi.shape[0] == 0 or out_phi.shape[0] == 0:
         raise ParameterError("U-LiRA needs at least one IN and one OUT shadow model")
-    pos = _llr(in_phi, in_mask, out_phi, u_phi, variance, min_in_per_example, min_std)
-    neg = _llr(in_phi, in_mask, out_phi, r_phi, variance, min_in_per_example, min_std)
-    return _summarise(pos[u_mask], neg.ravel(), u_phi.shape[0], r_phi.shape[0], variance)
+    counts = (_smallest_count(in_mask.sum(axis=0)), out_phi.shape[0])
+    modes = resolve_variance(variance, counts[0], counts[1], min_in_per_example)
+    pos = _llr(in_phi, in_mask, out_phi, u_phi, modes, min_std)
+    neg = _llr(in_phi, in_mask, out_phi, r_phi, modes, min_std)
+    pos_rows = [pos[k][u_mask[k]] for k in range(pos.shape[0])]
+    neg_rows = [neg[k] for k in range(neg.shape[0])]
+    return _summarise(pos_rows, neg_rows, variance, modes, counts, min_in_per_example)
 
 
 def ulira_target_score(
@@ -471,7 +694,7 @@ def ulira_target_score(
     in_mask_shadows: np.ndarray,
     out_phi: np.ndarray,
     variance: str = DEFAULT_VARIANCE,
-    min_in_per_example: int = 4,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
     min_std: float = 1e-6,
 ) -> float:
     """Share (%) of one audited model's examples that the shadows classify "unlearned".
@@ -480,11 +703,12 @@ def ulira_target_score(
     at 0 ("unlearned" iff LLR > 0) over the examples where ``in_mask`` is True (for an
     unlearned model: its original's half; for a retrained model: all of them, pass None).
     Used to report the retrained model's own score. The audited model must not be one of
-    the shadows.
+    the shadows. ``"auto"`` resolves from these shadows' counts (all N and M of them), as in
+    :func:`ulira_scores`; pass ``variance`` explicitly to match another attack's modes.
 
     Returns:
-        The share in percent; examples with an undefined LLR are left out, and NaN is
-        returned if none is left.
+        The share in percent (raw, one-sided: it is a rate, not a separation); examples
+        with an undefined LLR are left out, and NaN is returned if none is left.
     """
     model = np.asarray(model_phi, dtype=float)
     if model.ndim != 1:

@@ -4,8 +4,12 @@ arrays, so the same unit runs anywhere; only the driver writes to the store."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -15,11 +19,82 @@ from classunlearn.errors import UserError
 Task = tuple[Callable[..., Any], tuple]
 
 
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread when SIGINT or SIGTERM asks the command to stop."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Turn the first of `signums` into `Stopped` in the main thread, so that `finally` blocks
+    run (the executors end their workers there); a second signal during that clean-up exits at
+    once (the workers' parent watchdog ends them). Does nothing outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        got.append(signum)
+        if len(got) == 1:
+            raise Stopped(signum)
+        os._exit(128 + got[0])
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # two 1-thread workers beat one 2-thread process (design.md)
     os.environ.setdefault("CLASSUNLEARN_PROGRESS", "0")
+
+
+def _init_pool_worker(parent: int) -> None:
+    """A pool worker leaves stopping to its parent (Ctrl-C reaches the whole process group;
+    the parent ends the workers) and exits when the parent is gone, even by SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore that a terminated worker cannot
+    # release, so the resource tracker would warn about it on the driver's stderr
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="classunlearn-parent-watch").start()
+    _init_worker()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:  # re-parented (to init or a subreaper) once the parent dies
+        time.sleep(every)
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Processes started inside inherit SIGINT ignored from their very start (the initializer
+    only runs after `import torch`), so Ctrl-C never prints a worker's traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class LocalExecutor:
@@ -42,36 +117,85 @@ class LocalExecutor:
 
 
 class ProcessExecutor:
-    """A pool of worker processes started once and reused (start-up costs ~4 s each)."""
+    """A pool of worker processes started once and reused (start-up costs ~4 s each).
+
+    `close()` waits for idle workers to exit, but terminates workers still running a task:
+    that only happens when the driver stops early (an exception, Ctrl-C, SIGTERM), and a
+    stopped study must not leave workers computing. Workers also exit by themselves when
+    the driver dies without clean-up (SIGKILL)."""
 
     name = "process"
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or max(1, os.cpu_count() or 1)
         self.pool: ProcessPoolExecutor | None = None
+        self._futures: set[Future] = set()  # submitted and not yet seen done
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
         if self.pool is None:
             import multiprocessing as mp
 
             self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                            initializer=_init_worker)
-        futures: dict[Future, int] = {self.pool.submit(fn, *args): i
-                                      for i, (fn, args) in enumerate(tasks)}
+                                            initializer=_init_pool_worker,
+                                            initargs=(os.getpid(),))
+        with _sigint_ignored():  # the pool starts its workers in submit()
+            futures: dict[Future, int] = {self.pool.submit(fn, *args): i
+                                          for i, (fn, args) in enumerate(tasks)}
+        self._futures.update(futures)
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
+                    self._futures.discard(f)
                     yield futures[f], f.result()
         finally:
             for f in pending:
                 f.cancel()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = None
+        """End the pool: gracefully when no task is running, else `terminate()`."""
+        self._futures = {f for f in self._futures if not f.done()}
+        if self._futures:
+            self.terminate()
+        elif self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.shutdown(cancel_futures=True)
+
+    def terminate(self, grace: float = 2.0) -> None:
+        """Stop now: drop queued tasks, SIGTERM the workers, SIGKILL those alive after
+        `grace` seconds. Results of finished tasks were already handed out by run()."""
+        pool, self.pool = self.pool, None
+        self._futures = set()
+        if pool is None:
+            return
+        # shutdown() forgets these; the workers and the manager thread must still be ended
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        results = getattr(pool, "_result_queue", None)
+        manager = getattr(pool, "_executor_manager_thread", None)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        # A worker killed while sending a result leaves half a message in the result pipe,
+        # and the pool's manager thread would wait for the rest forever (and the interpreter
+        # for it at exit). With every worker dead, closing our end of that pipe turns the wait
+        # into EOF, which the manager handles as a broken pool.
+        if results is not None:
+            with contextlib.suppress(Exception):
+                results._writer.close()
+        if manager is not None:
+            manager.join(5.0)
+        if results is not None and (manager is None or not manager.is_alive()):
+            with contextlib.suppress(Exception):
+                results.close()
 
 
 class RayExecutor:

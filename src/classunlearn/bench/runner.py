@@ -18,12 +18,34 @@ from tqdm.auto import tqdm
 
 from classunlearn._version import __version__
 from classunlearn.audit.basic import avg_gap
-from classunlearn.audit.ulira import ulira_leave_one_out
 from classunlearn.bench.executors import make_executor
-from classunlearn.bench.store import Store, unit_key
+from classunlearn.bench.store import Store
 from classunlearn.bench.summary import GAP_KEYS, summarise, write_text_atomic
-from classunlearn.bench.units import StudyContext, unit_method, unit_shadows, unit_train
-from classunlearn.data import DATASETS, ForgetSplit, load_dataset, parse_forget_classes
+from classunlearn.bench.units import (
+    RESULTS_FORMAT,
+    SEED_ORACLE_REFERENCE,
+    SEED_REFERENCE,
+    SEED_RETRAIN,
+    SEED_SHADOW_ORIGINALS,
+    SEED_SHADOW_RETRAINS,
+    StudyContext,
+    method_key,
+    original_key,
+    reference_key,
+    replay_key,
+    shadow_keys,
+    unit_method,
+    unit_replay,
+    unit_shadows,
+    unit_train,
+)
+from classunlearn.data import (
+    DATASETS,
+    ForgetSplit,
+    dataset_fingerprint,
+    load_dataset,
+    parse_forget_classes,
+)
 from classunlearn.errors import UserError
 from classunlearn.evaluate import (
     SplitLogits,
@@ -31,10 +53,11 @@ from classunlearn.evaluate import (
     basic_metrics,
     nn_classes,
     reference_mia_scores,
+    ulira_metrics,
 )
 from classunlearn.methods import make_params
 from classunlearn.models import build_model
-from classunlearn.train import default_recipe, override, show_progress
+from classunlearn.train import Recipe, default_recipe, override, show_progress
 
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
 # worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
@@ -76,7 +99,8 @@ class BenchConfig:
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise UserError("--methods must list each method once, e.g. --methods trw,ft")
         for spec in self.methods:
-            make_params(spec, self.dataset, self.method_params.get(spec))
+            make_params(spec, self.dataset, self.method_params.get(spec),
+                        recipe=default_recipe(self.dataset))
         unused = sorted(set(self.method_params) - set(self.methods))
         if unused:
             raise UserError(f"--set names method(s) {unused} that this bench does not run; "
@@ -109,6 +133,14 @@ class BenchResult:
     stage_s: dict = field(default_factory=dict)  # wall seconds per stage of this run
 
 
+def study_recipe(cfg: BenchConfig) -> Recipe:
+    """The one recipe of a study: originals, references, shadows and the `retrain` row."""
+    recipe = default_recipe(cfg.dataset)
+    if cfg.quick:
+        recipe = override(recipe, epochs=max(1, recipe.epochs // 2))
+    return override(recipe, epochs=cfg.epochs)
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
     cfg.validate()
     executor = make_executor(cfg.executor, cfg.address, cfg.workers,  # Ray: installed, reachable
@@ -119,31 +151,34 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         executor.close()
         raise
     ds = load_dataset(cfg.dataset, cfg.data_dir)
+    fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
     model = cfg.model or DATASETS[cfg.dataset].default_model
-    recipe = default_recipe(cfg.dataset)
-    if cfg.quick:
-        recipe = override(recipe, epochs=max(1, recipe.epochs // 2))
-    recipe = override(recipe, epochs=cfg.epochs)
+    recipe = study_recipe(cfg)
     shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
-    store.put_meta("run", {"version": __version__, "torch": torch.__version__,
-                           "python": platform.python_version(), "device": "cpu",
-                           "config": cfg.__dict__, "started": time.time()})
-    store.clear_metrics()  # recomputed below from stored logits: cheap, and never stale
+    store.put_meta("run", {"version": __version__, "results_format": RESULTS_FORMAT,
+                           "torch": torch.__version__, "python": platform.python_version(),
+                           "config": cfg.__dict__, "recipe": recipe.to_dict(),
+                           "data_fingerprint": fingerprint, "started": time.time()})
     counts = {"computed": 0, "reused": 0}
-    results, failed = {}, {}
+    results, failed, rows = {}, {}, []
     try:
         for forget in cfg.forget_classes:
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
-                               recipe.to_dict(), fc)
+                               recipe.to_dict(), fc, fingerprint)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
                 f"{shadows} shadows, {cfg.references} references")
-            res, fail = _run_study(cfg, ctx, study, shadows, store, executor, counts, log)
+            res, fail, study_rows = _run_study(cfg, ctx, study, shadows, store, executor,
+                                               counts, log)
             results[study] = res
             failed.update(fail)
+            rows += study_rows
     finally:
         executor.close()
+    # metrics are recomputed from stored logits on every run (cheap, never stale) and replace
+    # the old ones in one transaction: a kill before this line leaves the old results whole
+    store.replace_metrics(rows)
     store.put_meta("details", results)
     store.put_meta("failed", failed)
     summary = summarise(store)
@@ -158,17 +193,24 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
                        stages)
 
 
-def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tuple]],
-               counts: dict, log: Callable[[str], None], desc: str) -> dict[str, tuple]:
-    """Run the units whose key is not in the store; return every unit's (arrays, info)."""
+Unit = tuple[str, str, Callable, tuple]  # (key, label, function, arguments)
+
+
+def run_units(store: Store, executor, units: list[Unit], counts: dict,
+              log: Callable[[str], None], desc: str) -> dict[str, tuple]:
+    """Run the units whose key is not in the store (or whose stored run FAILED: those are
+    retried); return every unit's (arrays, info). The bench and the audit of one checkpoint
+    both run their units through here."""
     out: dict[str, tuple] = {}
     todo = []
     for key, label, fn, args in units:
         found = store.load(key)
-        if found is not None:
+        if found is not None and not found[1].get("failed"):
             out[key] = found
             counts["reused"] += 1
         else:
+            if found is not None:
+                log(f"  retrying {label}: it FAILED before ({found[1]['failed']})")
             todo.append((key, label, fn, args))
     if not todo:
         return out
@@ -191,100 +233,119 @@ def _run_units(store: Store, executor, units: list[tuple[str, str, Callable, tup
 
 
 def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, store: Store,
-               executor, counts: dict, log: Callable[[str], None]) -> tuple[dict, dict]:
-    base = {"v": 1, **ctx.spec()}
-    no_forget = {**base, "forget_classes": None}  # originals do not depend on the forget set
-    originals = {s: unit_key({**no_forget, "unit": "original", "seed": s})
-                 for s in range(cfg.seeds)}
-    refs = {j: unit_key({**base, "unit": "reference", "seed": 1000 + j})
-            for j in range(cfg.references)}
+               executor, counts: dict, log: Callable[[str], None]
+               ) -> tuple[dict, dict, list]:
+    originals = {s: original_key(ctx, s) for s in range(cfg.seeds)}
+    refs = {j: reference_key(ctx, SEED_REFERENCE + j) for j in range(cfg.references)}
+    specs = {spec: make_params(spec, ctx.dataset, cfg.method_params.get(spec),
+                               recipe=Recipe.from_dict(ctx.recipe)) for spec in cfg.methods}
+    # An oracle reads retrained models of its own, never the yardstick's references.
+    n_oracle = max((p.n_references for c, p in specs.values() if c.oracle), default=0)
+    oracle_refs = {j: reference_key(ctx, SEED_ORACLE_REFERENCE + j) for j in range(n_oracle)}
     stage_a = [(k, f"original seed {s}", unit_train, (ctx, s, False))
                for s, k in originals.items()]
-    stage_a += [(k, f"reference {j}", unit_train, (ctx, 1000 + j, True)) for j, k in refs.items()]
-    done = _run_units(store, executor, stage_a, counts, log, "train")
+    stage_a += [(k, f"reference {j}", unit_train, (ctx, SEED_REFERENCE + j, True))
+                for j, k in refs.items()]
+    stage_a += [(k, f"oracle's reference {j}", unit_train,
+                 (ctx, SEED_ORACLE_REFERENCE + j, True)) for j, k in oracle_refs.items()]
+    done = run_units(store, executor, stage_a, counts, log, "train")
     stage_shadows: list = []
     sh_orig, sh_ret = {}, {}
     if n_shadows:
         for s in range(cfg.seeds):
-            sh_orig[s] = unit_key({**no_forget, "unit": "shadows", "n": n_shadows, "seed": s,
-                                   "exclude": False})
-            sh_ret[s] = unit_key({**base, "unit": "shadows", "n": n_shadows, "seed": s,
-                                  "exclude": True})
+            sh_orig[s], sh_ret[s] = shadow_keys(ctx, n_shadows, s)
             stage_shadows.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}",
-                                  unit_shadows, (ctx, 2000 + s, n_shadows, False)))
+                                  unit_shadows, (ctx, SEED_SHADOW_ORIGINALS + s, n_shadows,
+                                                 False)))
             stage_shadows.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}",
-                                  unit_shadows, (ctx, 3000 + s, n_shadows, True)))
-    done.update(_run_units(store, executor, stage_shadows, counts, log, "shadows"))
-    ref_arrays = [done[k][0] for k in refs.values()]
+                                  unit_shadows, (ctx, SEED_SHADOW_RETRAINS + s, n_shadows,
+                                                 True)))
+    done.update(run_units(store, executor, stage_shadows, counts, log, "shadows"))
 
-    stage_b, method_keys = [], {}
-    for spec in cfg.methods:
-        _, params = make_params(spec, ctx.dataset, cfg.method_params.get(spec))
+    stage_b, method_keys, replay_keys = [], {}, {}
+    for spec, (cls, params) in specs.items():
+        p = params.to_dict()
+        o_keys = list(oracle_refs.values())[:getattr(params, "n_references", 0)] \
+            if cls.oracle else []
+        o_arrays = [done[k][0] for k in o_keys]
         for s in range(cfg.seeds):
-            key = unit_key({**base, "unit": "method", "method": spec, "params": params.to_dict(),
-                            "seed": s, "original": originals[s], "shadows": sh_orig.get(s),
-                            "refs": list(refs.values())})
+            seed = SEED_RETRAIN + s if cls.follows_recipe else s
+            key = method_key(ctx, spec, p, seed, originals[s], o_keys)
             method_keys[(spec, s)] = key
             stage_b.append((key, f"{spec} seed {s}", unit_method,
-                            (ctx, spec, params.to_dict(), s, done[originals[s]][0],
-                             done[sh_orig[s]][0] if n_shadows else None, ref_arrays)))
-    done.update(_run_units(store, executor, stage_b, counts, log, "unlearn"))
+                            (ctx, spec, p, seed, done[originals[s]][0], o_arrays)))
+            if n_shadows:
+                rkey = replay_key(ctx, spec, p, seed, sh_orig[s], o_keys)
+                replay_keys[(spec, s)] = rkey
+                stage_b.append((rkey, f"{spec} on {n_shadows} shadows seed {s}", unit_replay,
+                                (ctx, spec, p, seed, done[sh_orig[s]][0], o_arrays)))
+    done.update(run_units(store, executor, stage_b, counts, log, "unlearn"))
     started = time.perf_counter()
-    out = _study_metrics(cfg, ctx, study, store, done, method_keys, refs, sh_orig, sh_ret)
+    out = _study_metrics(cfg, ctx, study, done, method_keys, replay_keys, refs, sh_orig,
+                         sh_ret)
     counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
     counts["stage_s"]["audit"] += time.perf_counter() - started
     return out
 
 
-def _split_logits(arrays: dict, split: ForgetSplit) -> SplitLogits:
+def split_logits(arrays: dict, split: ForgetSplit) -> SplitLogits:
+    """A unit's stored logits on the whole train and test splits, cut into D_f, D_r, T_f,
+    T_r."""
     tr = torch.from_numpy(np.array(arrays["logits_train"]))
     te = torch.from_numpy(np.array(arrays["logits_test"]))
     return SplitLogits(tr[split.train_forget], tr[split.train_retain], te[split.test_forget],
                        te[split.test_retain])
 
 
-def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, store: Store, done: dict,
-                   method_keys: dict, refs: dict, sh_orig: dict, sh_ret: dict
-                   ) -> tuple[dict, dict]:
+MIA_FOLD_SEED = 0
+"""The bench scores MIA-NN with the same folds for every model and seed of a study."""
+
+
+def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
+                   method_keys: dict, replay_keys: dict, refs: dict, sh_orig: dict,
+                   sh_ret: dict) -> tuple[dict, dict, list]:
     split, _ = ctx.load()
-    ref_logits = [_split_logits(done[k][0], split) for k in refs.values()]
+    ref_logits = [split_logits(done[k][0], split) for k in refs.values()]
     nn = nn_classes(split, ref_logits)
-    ref_mia = reference_mia_scores(split, ref_logits, nn)
+    ref_mia = reference_mia_scores(split, ref_logits, nn, mia_seed=MIA_FOLD_SEED)
     per_method: dict[str, dict[int, dict]] = {}
     failed: dict[str, str] = {}
+    versions = {done[k][1].get("version", "unknown") for k in done}
+    devices = {done[k][1].get("device", "unknown") for k in done}
     details: dict = {"nn_class": nn, "forget_classes": list(split.forget_classes),
-                     "class_names": split.dataset.class_names, "methods": {}}
+                     "class_names": split.dataset.class_names, "methods": {},
+                     "versions": sorted(versions), "devices": sorted(devices)}
     for (spec, s), key in tqdm(method_keys.items(), desc="audit", disable=not show_progress()):
         arrays, info = done[key]
-        if info.get("failed"):
-            failed[f"{study} {spec}"] = info["failed"]
+        replay = done.get(replay_keys.get((spec, s)), ({}, {}))
+        if info.get("failed") or replay[1].get("failed"):
+            failed[f"{study} {spec}"] = info.get("failed") or replay[1]["failed"]
             continue
-        lg = _split_logits(arrays, split)
+        lg = split_logits(arrays, split)
         m = basic_metrics(lg, split, ref_logits)
-        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s, reference_mia=ref_mia))
+        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s, reference_mia=ref_mia,
+                                mia_seed=MIA_FOLD_SEED))
         m["runtime_s"] = info["runtime_s"]
-        if "phi" in arrays and s in sh_ret:
-            # shadow originals were trained on halves of the whole train split (pool = all),
-            # so their mask columns at D_f's indices say which forget samples each one saw
-            in_mask = done[sh_orig[s]][0]["mask"][:, split.train_forget.numpy()].astype(bool)
-            u = ulira_leave_one_out(arrays["phi"], in_mask, done[sh_ret[s]][0]["phi"])
-            m.update(ulira=u.accuracy_best, ulira_at_zero=u.accuracy_at_zero, ulira_auc=u.auc,
-                     ulira_tpr_at_1fpr=u.tpr_at_1pct_fpr)
-            details["methods"].setdefault(spec, {})["ulira_roc"] = [u.roc_fpr, u.roc_tpr]
+        d = details["methods"].setdefault(spec, {"forget_probs": {}, "ulira_roc": {}})
+        if "phi" in replay[0]:
+            u_metrics, u, _ = ulira_metrics(split, replay[0]["phi"], done[sh_orig[s]][0],
+                                            done[sh_ret[s]][0])
+            m.update(u_metrics)
+            d["ulira_roc"][str(s)] = [u.roc_fpr, u.roc_tpr]
         per_method.setdefault(spec, {})[s] = m
-        forget_probs = torch.softmax(lg.test_forget, 1).mean(0).tolist()
-        details["methods"].setdefault(spec, {})["forget_probs"] = forget_probs
+        d["forget_probs"][str(s)] = torch.softmax(lg.test_forget, 1).mean(0).tolist()
     retrain = per_method.get("retrain", {})
+    rows = []
     for spec, seeds in per_method.items():
         for s, m in seeds.items():
             if s in retrain:
                 m["avg_gap"] = avg_gap(m, retrain[s], GAP_KEYS)
                 m["runtime_ratio"] = m["runtime_s"] / retrain[s]["runtime_s"]
-            store.put_metrics(study, spec, s, {k: v for k, v in m.items()
-                                              if isinstance(v, float | int)})
+            rows += [(study, spec, s, k, float(v)) for k, v in m.items()
+                     if isinstance(v, float | int) and not isinstance(v, bool)]
     details["ref_forget_probs"] = np.mean(
         [torch.softmax(r.test_forget, 1).mean(0).numpy() for r in ref_logits], 0).tolist()
-    return details, failed
+    return details, failed, rows
 
 
 def write_exports(store: Store, summary: dict, failed: dict) -> None:

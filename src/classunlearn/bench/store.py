@@ -102,9 +102,12 @@ class Store:
         with self._db() as db:
             db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
 
-    def clear_metrics(self) -> None:
+    def replace_metrics(self, rows: list[tuple[str, str, int, str, float]]) -> None:
+        """Swap every stored metric for `rows` in one transaction: a kill leaves either the
+        old table or the new one, never an empty or half-written one."""
         with self._db() as db:
             db.execute("DELETE FROM metrics")
+            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
 
     def metrics(self, study: str | None = None) -> list[tuple[str, str, int, str, float]]:
         with self._db() as db:

@@ -1,8 +1,20 @@
-"""Units of work of a study: pure functions of specs and arrays, run by any executor.
+"""Units of work of a study, and the keys they are cached under.
 
-Each returns ``(arrays, info)``: numpy arrays to store and a JSON-able dict (wall time,
-failure message). They load the dataset themselves (embedded data is generated locally;
-file datasets need the same --data-dir on every worker).
+Each unit is a pure function of specs and arrays, run by any executor, and returns
+``(arrays, info)``: numpy arrays to store and a JSON-able dict (wall time, the package version
+and device that computed it, a failure message). Units load the dataset themselves (embedded
+data is generated locally; file datasets need the same --data-dir on every worker).
+
+The key of a unit is a hash of everything that determines its output: the results format
+(:data:`RESULTS_FORMAT`), the study (model, recipe, forget classes, and the *content* of the
+data, never its path), the unit's own arguments and the keys of the units it reads. The bench
+and the audit of one checkpoint build keys with the same functions here, so a bench ``--out``
+folder serves as an audit cache and the other way round.
+
+Seeds. Originals of study seed s use seed s; the M retrained references 1000 + j; the U-LiRA
+shadow originals and retrains of seed s are the sets 2000 + s and 3000 + s (model i of a set
+with seed S: S * 1000 + i); the ``retrain`` row of seed s uses seed 4000 + s, so it never
+starts from the original's initial weights; an oracle's own references use 5000 + j.
 """
 
 from __future__ import annotations
@@ -14,17 +26,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from classunlearn._version import __version__
 from classunlearn.audit.ulira import logit_confidence
+from classunlearn.bench.store import unit_key
 from classunlearn.data import ForgetSplit, load_dataset
 from classunlearn.errors import UserError
-from classunlearn.methods import UnlearnData, make_params
+from classunlearn.methods import UnlearnData, make_params, parse_spec
 from classunlearn.models import build_model
-from classunlearn.train import Recipe, predict_logits, train_model
+from classunlearn.train import Recipe, predict_logits, resolve_device, train_model
+
+RESULTS_FORMAT = 2
+"""Version of what units compute and store. Bump it whenever a change of code would change a
+unit's output (a trainer, a method, a metric input): old artifacts then no longer match any
+key and are recomputed, instead of being mixed silently with new ones. 2: trainers take
+exactly the same steps (no padding); retrain follows the study's recipe; replays are units."""
+
+SEED_REFERENCE = 1000
+SEED_SHADOW_ORIGINALS = 2000
+SEED_SHADOW_RETRAINS = 3000
+SEED_RETRAIN = 4000
+SEED_ORACLE_REFERENCE = 5000
 
 
 @dataclass(frozen=True)
 class StudyContext:
-    """What every unit of one study shares (JSON-able, part of every unit key)."""
+    """What every unit of one study shares. ``data_fingerprint`` is a hash of the data's
+    content (:func:`classunlearn.data.dataset_fingerprint`): keys use it, not ``data_dir``."""
 
     dataset: str
     data_dir: str | None
@@ -32,9 +59,13 @@ class StudyContext:
     model_kwargs: dict
     recipe: dict
     forget_classes: tuple[int, ...]
+    data_fingerprint: str = ""
 
     def spec(self) -> dict:
-        return dict(self.__dict__)
+        """The part of every unit key that comes from the study (no path: content only)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "data_dir"}
+        out["forget_classes"] = list(self.forget_classes)
+        return {"format": RESULTS_FORMAT, **out}
 
     def load(self) -> tuple[ForgetSplit, Recipe]:
         ds = load_dataset(self.dataset, self.data_dir)
@@ -44,6 +75,49 @@ class StudyContext:
         ds = split.dataset
         return build_model(self.model, ds.input_shape, ds.num_classes, seed=seed,
                            **self.model_kwargs)
+
+
+# ------------------------------------------------------------------ keys
+
+
+def original_key(ctx: StudyContext, seed: int) -> str:
+    """Originals do not depend on the forget set: one per seed, shared by every study."""
+    return unit_key({**ctx.spec(), "forget_classes": None, "unit": "original", "seed": seed})
+
+
+def reference_key(ctx: StudyContext, seed: int) -> str:
+    return unit_key({**ctx.spec(), "unit": "reference", "seed": seed})
+
+
+def shadow_keys(ctx: StudyContext, n: int, seed_index: int) -> tuple[str, str]:
+    """(shadow originals, shadow retrains) of one study seed."""
+    base = ctx.spec()
+    originals = unit_key({**base, "forget_classes": None, "unit": "shadows", "n": n,
+                          "seed": seed_index, "exclude": False})
+    retrains = unit_key({**base, "unit": "shadows", "n": n, "seed": seed_index,
+                         "exclude": True})
+    return originals, retrains
+
+
+def method_key(ctx: StudyContext, spec: str, params: dict, seed: int, original: str,
+               oracle_refs: list[str]) -> str:
+    return unit_key({**ctx.spec(), "unit": "method", "method": spec, "params": params,
+                     "seed": seed, "original": original, "oracle_refs": oracle_refs})
+
+
+def replay_key(ctx: StudyContext, spec: str, params: dict, seed: int, shadows: str,
+               oracle_refs: list[str]) -> str:
+    """The method replayed on every shadow original of the set ``shadows`` (for U-LiRA)."""
+    return unit_key({**ctx.spec(), "unit": "replay", "method": spec, "params": params,
+                     "seed": seed, "shadows": shadows, "oracle_refs": oracle_refs})
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _info(start: float, **extra: object) -> dict:
+    return {"wall_s": time.perf_counter() - start, "version": __version__,
+            "format": RESULTS_FORMAT, "device": str(resolve_device()), **extra}
 
 
 def weights_to_arrays(model: nn.Module, prefix: str = "w.") -> dict[str, np.ndarray]:
@@ -65,23 +139,29 @@ def _logits(model: nn.Module, split: ForgetSplit) -> dict[str, np.ndarray]:
             "logits_test": predict_logits(model, d.x_test).numpy()}
 
 
+# ------------------------------------------------------------------ units
+
+
 def unit_train(ctx: StudyContext, seed: int, exclude_forget: bool) -> tuple[dict, dict]:
-    """An original model (on D) or a retrained reference (on D_r), with its logits."""
+    """An original model (on D) or a retrained reference (on D_r), with its logits: the one
+    training procedure (``build_model`` then ``train_model``, both under `seed`)."""
     start = time.perf_counter()
     split, recipe = ctx.load()
     x, y = (split.part("train_retain") if exclude_forget
             else (split.dataset.x_train, split.dataset.y_train))
     model = train_model(ctx.new_model(split, seed), x, y, recipe, seed=seed)
     arrays = {**weights_to_arrays(model), **_logits(model, split)}
-    return arrays, {"wall_s": time.perf_counter() - start}
+    return arrays, _info(start)
 
 
 def unit_shadows(ctx: StudyContext, seed: int, n: int, exclude_forget: bool
                  ) -> tuple[dict, dict]:
     """N shadow models on balanced random halves of D (originals) or of D_r (retrains).
 
-    Arrays: `mask` (N, len(pool)) of which pool samples each shadow saw, `pool` (indices into
-    the train split), φ of every shadow on D_f, and for originals the weights (`m{i}.`)."""
+    Model i is trained exactly as ``unit_train`` trains a model with seed ``seed * 1000 + i``,
+    on its half. Arrays: `mask` (N, len(pool)) of which pool samples each shadow saw, `pool`
+    (indices into the train split), φ of every shadow on D_f, and for originals the weights
+    (`m{i}.`)."""
     from classunlearn.shadows import balanced_halves, train_ensemble
 
     start = time.perf_counter()
@@ -100,38 +180,55 @@ def unit_shadows(ctx: StudyContext, seed: int, n: int, exclude_forget: bool
     if not exclude_forget:
         for i, m in enumerate(models):
             arrays.update(weights_to_arrays(m, prefix=f"m{i}."))
-    return arrays, {"wall_s": time.perf_counter() - start}
+    return arrays, _info(start)
+
+
+def _method(ctx: StudyContext, split: ForgetSplit, method_spec: str, params: dict,
+            oracle_refs: list[dict]):
+    values = None if parse_spec(method_spec)[0].follows_recipe else {
+        k: str(v) for k, v in params.items()}  # retrain: the study's recipe, nothing else
+    cls, p = make_params(method_spec, ctx.dataset, values, recipe=Recipe.from_dict(ctx.recipe))
+    refs = [model_from_arrays(ctx, split, r) for r in oracle_refs] if cls.oracle else None
+    return cls(), p, refs
 
 
 def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
-                original: dict, shadows: dict | None, references: list[dict]
-                ) -> tuple[dict, dict]:
-    """Run a method on the original model of this seed and on every shadow original.
-
-    Arrays: the unlearned model's logits, and φ on D_f of each unlearned shadow (for U-LiRA).
-    A diverging method is reported in `info["failed"]`, not raised, so the study goes on."""
+                original: dict, oracle_refs: list[dict]) -> tuple[dict, dict]:
+    """Run a method on the original model of this seed: the unlearned model's logits.
+    `oracle_refs` are the oracle's own retrained models (never the yardstick's references).
+    A diverging method is reported in ``info["failed"]``, not raised, so the study goes on."""
     start = time.perf_counter()
     split, _ = ctx.load()
-    cls, p = make_params(method_spec, ctx.dataset, {k: str(v) for k, v in params.items()})
-    method = cls()
-    refs = [model_from_arrays(ctx, split, r) for r in references] if cls.oracle else None
-    info: dict = {"method": method_spec, "oracle": cls.oracle}
+    method, p, refs = _method(ctx, split, method_spec, params, oracle_refs)
+    info: dict = {"method": method_spec, "oracle": method.oracle}
     try:
         unlearned, record = method.unlearn(model_from_arrays(ctx, split, original),
                                            UnlearnData.from_split(split), p, seed=seed,
                                            references=refs)
-        arrays = _logits(unlearned, split)
-        info.update(runtime_s=record.wall_time_s, steps=record.steps, params=record.params)
-        if shadows is not None:
-            arrays["phi"], info["shadow_runtime_s"] = unlearn_shadows(
-                ctx, split, method, p, seed, shadows, refs)
     except UserError as e:  # diverged (TrainingDiverged) or refused: this method fails alone
-        return {}, {**info, "failed": str(e), "wall_s": time.perf_counter() - start}
-    return arrays, {**info, "wall_s": time.perf_counter() - start}
+        return {}, _info(start, **info, failed=str(e))
+    info.update(runtime_s=record.wall_time_s, steps=record.steps, params=record.params)
+    return _logits(unlearned, split), _info(start, **info)
+
+
+def unit_replay(ctx: StudyContext, method_spec: str, params: dict, seed: int,
+                shadows: dict, oracle_refs: list[dict]) -> tuple[dict, dict]:
+    """Replay a method on every shadow original of `shadows` (a ``unit_shadows`` result) for
+    U-LiRA: arrays ``phi`` (N, |D_f|) of the unlearned shadows on D_f. Shadow i is unlearned
+    with seed ``seed * 1000 + i`` on the forget and retain samples of its own half."""
+    start = time.perf_counter()
+    split, _ = ctx.load()
+    method, p, refs = _method(ctx, split, method_spec, params, oracle_refs)
+    info: dict = {"method": method_spec}
+    try:
+        phi, runtime = unlearn_shadows(ctx, split, method, p, seed, shadows, refs)
+    except UserError as e:
+        return {}, _info(start, **info, failed=str(e))
+    return {"phi": phi}, _info(start, **info, runtime_s=runtime)
 
 
 def unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed: int,
-                     shadows: dict, refs) -> tuple[np.ndarray, float]:
+                    shadows: dict, refs) -> tuple[np.ndarray, float]:
     ds = split.dataset
     pool = torch.from_numpy(np.array(shadows["pool"]))
     masks = torch.from_numpy(np.array(shadows["mask"])).bool()

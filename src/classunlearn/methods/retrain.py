@@ -2,9 +2,13 @@
 
 Not an unlearning method in the strict sense: it throws the original weights away,
 re-initialises every module of the same architecture under the run's seed and trains it
-from scratch on D_r with the recipe held in :class:`RetrainParams` (by default the
-dataset's recipe from :data:`classunlearn.train.DEFAULT_RECIPES`, so the result is a
-retrained model θ_r of paper.md section 1).
+from scratch on D_r with the recipe held in :class:`RetrainParams`. That recipe is the
+original model's own (``methods.make_params(..., recipe=...)``: the study's recipe in
+`bench`, the checkpoint's sidecar in `unlearn`), never a default of its own, so the result
+is the retrained model θ_r of paper.md section 1: the same procedure as the original
+(``build_model`` under a seed, then ``train.train_model`` under the same seed; for the
+registry's models re-initialising under a seed gives the same weights as building under
+it), on D_r, from a fresh seed.
 """
 
 from __future__ import annotations
@@ -17,11 +21,7 @@ from torch import nn
 
 from classunlearn.methods import register
 from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnData
-from classunlearn.train import (
-    DEFAULT_RECIPES,
-    Recipe,
-    train_model,
-)
+from classunlearn.train import Recipe, train_model
 
 _RECIPE = Recipe()
 
@@ -61,11 +61,10 @@ class Retrain(Method):
     """Retraining from scratch on D_r (the reference of paper.md section 1)."""
 
     name = "retrain"
-    summary = "retrain from scratch on D_r with the dataset's training recipe (gold standard)"
+    summary = "retrain from scratch on D_r with the original's training recipe (gold standard)"
     source = "the exact-unlearning reference (paper.md section 1; e.g. Bourtoule et al. 2021)"
     Params = RetrainParams
-    # The recipes the original models are trained with (train.DEFAULT_RECIPES).
-    dataset_defaults = {name: recipe.to_dict() for name, recipe in DEFAULT_RECIPES.items()}
+    follows_recipe = True
 
     def run(self, model: nn.Module, data: UnlearnData, params: RetrainParams, ctx: RunContext
             ) -> nn.Module:

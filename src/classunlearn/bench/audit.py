@@ -1,5 +1,11 @@
 """`classunlearn audit`: measure one checkpoint against retrained references.
 
+The audit of one checkpoint is the bench's machinery applied to one model: the same metric
+functions (``classunlearn.evaluate``), and for U-LiRA the same units, keys and replay
+(``bench.units``, run through ``bench.runner.run_units``), so bench and audit numbers for the
+same model cannot drift apart, and a bench ``--out`` folder and an audit cache are the same
+thing.
+
 Every model's logits are computed once (``SplitLogits``) and reused by every metric. The
 metric groups:
 
@@ -21,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +63,6 @@ _GROUP_KEYS = {
     "mia_nn": ("mia_nn", "mia_nn_gap", "mia_nn_z", "mia_nn_auc", "mia_nn_ref_mean",
                "mia_nn_ref_std", "mia_nn_feature", "nn_class"),
 }
-SHADOW_SEED_ORIGINALS = 2000  # the seeds bench uses for seed 0's shadow sets
-SHADOW_SEED_RETRAINS = 3000
 
 
 def parse_metric_groups(text: str) -> list[str]:
@@ -159,60 +162,6 @@ def recorded_method(meta: CheckpointMeta, forget: tuple[int, ...]
 
 # ------------------------------------------------------------------ U-LiRA through the store
 
-def unit_shadow_method(ctx, method_spec: str, params: dict, seed: int, shadows: dict,
-                       references: list[dict]) -> tuple[dict, dict]:
-    """Run a method on every shadow original of `shadows` (a ``unit_shadows`` result), the way
-    the bench's ``unit_method`` does, without unlearning a main model: arrays ``phi`` (N, n)
-    of the unlearned shadows on D_f. A diverging method is reported in ``info["failed"]``."""
-    from classunlearn.bench.units import model_from_arrays, unlearn_shadows
-    from classunlearn.errors import TrainingDiverged
-    from classunlearn.methods import make_params
-
-    split, _ = ctx.load()
-    cls, p = make_params(method_spec, ctx.dataset, {k: str(v) for k, v in params.items()})
-    refs = [model_from_arrays(ctx, split, r) for r in references] if cls.oracle else None
-    start = time.perf_counter()
-    try:
-        phi, runtime = unlearn_shadows(ctx, split, cls(), p, seed, shadows, refs)
-    except TrainingDiverged as e:
-        return {}, {"method": method_spec, "failed": str(e)}
-    return {"phi": phi}, {"method": method_spec, "runtime_s": runtime,
-                          "wall_s": time.perf_counter() - start}
-
-
-def unit_shadow_retrain(ctx, params: dict, seed: int, shadows: dict) -> tuple[dict, dict]:
-    """Replay `retrain` on the shadows: for every shadow original, a model trained from
-    scratch on the D_r part of its half, with the recorded recipe, by the same stacked
-    trainer (``shadows.train_ensemble``) that trains the shadow retrains.
-
-    A reading of ours: ``Retrain.run`` (``train.train_model``) on each shadow would also be
-    "retrain", but the shadow trainer pads every model's epoch to the largest half's number
-    of full batches, so its models take ~10 % more steps than ``train_model`` on the same
-    data, and U-LiRA tells the two trainers apart (digits, N = 8: 62 to 72 instead of ~53).
-    The ideal unlearner must be judged with the auditor's own notion of retraining."""
-    from classunlearn.audit.ulira import logit_confidence
-    from classunlearn.shadows import train_ensemble
-    from classunlearn.train import Recipe, predict_logits
-
-    split, _ = ctx.load()
-    ds = split.dataset
-    start = time.perf_counter()
-    pool = torch.from_numpy(np.array(shadows["pool"]))
-    masks = torch.from_numpy(np.array(shadows["mask"])).bool()
-    retain = ~torch.isin(ds.y_train[pool], torch.tensor(split.forget_classes))
-    idx = pool[retain]
-    models = train_ensemble(ctx.model, ds.input_shape, ds.num_classes, ds.x_train[idx],
-                            ds.y_train[idx], masks[:, retain], Recipe.from_dict(params),
-                            [seed * 1000 + i for i in range(len(masks))],
-                            model_kwargs=ctx.model_kwargs, desc="retrain on shadows")
-    xf, yf = split.part("train_forget")
-    phi = np.stack([logit_confidence(predict_logits(m, xf).numpy(), yf.numpy())
-                    for m in models])
-    wall = time.perf_counter() - start
-    return {"phi": phi}, {"method": "retrain", "runtime_s": wall, "wall_s": wall,
-                          "trainer": "shadows.train_ensemble"}
-
-
 @dataclass
 class UliraOutcome:
     metrics: dict
@@ -220,41 +169,55 @@ class UliraOutcome:
     unavailable: str | None = None
 
 
-def _cached_units(store, units: list[tuple[str, str, Callable, tuple]], counts: dict,
-                  log: Callable[[str], None]) -> dict[str, tuple[dict, dict]]:
-    """(arrays, info) of each unit: from the store, else computed here (one thread, like the
-    bench's local executor) and stored. Failed units are returned, not stored."""
-    from classunlearn.bench.executors import LocalExecutor
+def _oracle_references(meta: CheckpointMeta, ds, audit_shas: list[str]
+                       ) -> tuple[list[dict], list[str]]:
+    """The oracle's own retrained models, as recorded by `unlearn` (path and SHA-256): their
+    weights as unit arrays, and their hashes (the replay's key). Refused when one of them is
+    also an audit reference: an oracle must not read the yardstick it is judged against."""
+    from classunlearn.bench.units import weights_to_arrays
 
-    out: dict[str, tuple[dict, dict]] = {}
-    for key, label, fn, args in units:
-        found = store.load(key)
-        if found is not None:
-            out[key] = found
-            counts["reused"] += 1
-            log(f"  reused {label} ({key})")
-            continue
-        log(f"  computing {label} ...")
-        _, (arrays, info) = next(LocalExecutor().run([(fn, args)]))
-        info = {**info, "label": label, "kind": "audit"}
-        if not info.get("failed"):
-            store.save(key, arrays, info)
-        counts["computed"] += 1
-        out[key] = (arrays, info)
-        log(f"  done {label} ({info.get('wall_s', 0.0):.1f} s)")
-    return out
+    recorded = (meta.method or {}).get("references") or []
+    if not recorded:
+        raise ParameterError("the oracle's sidecar records no references it read")
+    arrays, shas = [], []
+    for r in recorded:
+        if r.get("sha256") in audit_shas:
+            raise CheckpointError(f"reference {r.get('path')} was read by the oracle method "
+                                  "that made this checkpoint; audit it against other retrained "
+                                  "models (an oracle must not be judged by what it copied)")
+        model, ref_meta = load_checkpoint(r["path"], ds)
+        if ref_meta.sha256 != r.get("sha256"):
+            raise CheckpointError(f"the oracle's reference {r['path']} changed since the "
+                                  "unlearning run (its SHA-256 differs from the sidecar's)")
+        arrays.append(weights_to_arrays(model))
+        shas.append(ref_meta.sha256)
+    return arrays, shas
 
 
 def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: str | None,
               n_shadows: int, cache: Path, model_logits: SplitLogits,
-              ref_logits: list[SplitLogits], ref_models: list, ref_shas: list[str],
+              ref_logits: list[SplitLogits], ref_shas: list[str],
               log: Callable[[str], None]) -> UliraOutcome:
-    """U-LiRA of the method that made `ckpt` (leave-one-out over its shadows), plus the share
-    of D_f that the shadows call "unlearned" for the audited model and each reference."""
-    from classunlearn.audit.ulira import logit_confidence, ulira_leave_one_out, ulira_target_score
-    from classunlearn.bench.store import Store, unit_key
-    from classunlearn.bench.units import StudyContext, unit_shadows, weights_to_arrays
-    from classunlearn.methods import make_params
+    """U-LiRA of the method that made `ckpt`: the bench's units for study seed 0 (the same
+    shadow sets, the same replay, the same keys, so a bench --out folder works as the cache
+    and the other way round), leave-one-out over the shadows, plus the share of D_f that the
+    shadows call "unlearned" for the audited model and each reference."""
+    from classunlearn.bench.executors import LocalExecutor
+    from classunlearn.bench.runner import run_units
+    from classunlearn.bench.store import Store
+    from classunlearn.bench.units import (
+        SEED_SHADOW_ORIGINALS,
+        SEED_SHADOW_RETRAINS,
+        StudyContext,
+        replay_key,
+        shadow_keys,
+        unit_replay,
+        unit_shadows,
+    )
+    from classunlearn.data import dataset_fingerprint
+    from classunlearn.evaluate import ulira_metrics
+    from classunlearn.methods import make_params, parse_spec
+    from classunlearn.train import Recipe
 
     if n_shadows == 0:
         return UliraOutcome({}, {}, "skipped (--shadows 0)")
@@ -263,42 +226,45 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
         return UliraOutcome({}, {}, f"{ckpt.name}: {why}; U-LiRA must replay the method that "
                             "made the model on shadow models")
     try:
-        cls, params = make_params(method.name, meta.dataset,
-                                  {k: str(v) for k, v in method.params.items()})
+        cls = parse_spec(method.name)[0]
+        if cls.follows_recipe:
+            _, params = make_params(method.name, meta.dataset, None,
+                                    recipe=Recipe.from_dict(method.params or meta.recipe))
+        else:
+            _, params = make_params(method.name, meta.dataset,
+                                    {k: str(v) for k, v in method.params.items()})
     except UserError as e:
         return UliraOutcome({}, {}, f"the recorded method cannot be rebuilt: {e}")
+    ds = split.dataset
+    oracle_arrays: list[dict] = []
+    oracle_shas: list[str] = []
+    if cls.oracle:
+        try:
+            oracle_arrays, oracle_shas = _oracle_references(meta, ds, ref_shas)
+        except ParameterError as e:
+            return UliraOutcome({}, {}, f"{e}; U-LiRA replays an oracle with its own references")
     ctx = StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
-                       dict(meta.recipe), tuple(split.forget_classes))
+                       dict(meta.recipe), tuple(split.forget_classes),
+                       dataset_fingerprint(meta.dataset, data_dir))
     store = Store(cache)
-    # The same keys as `bench` uses for its seed-0 shadow sets: a bench --out folder works as
-    # a cache too.
-    base = {"v": 1, **ctx.spec()}
-    no_forget = {**base, "forget_classes": None}
-    k_orig = unit_key({**no_forget, "unit": "shadows", "n": n_shadows, "seed": 0,
-                       "exclude": False})
-    k_ret = unit_key({**base, "unit": "shadows", "n": n_shadows, "seed": 0, "exclude": True})
+    k_orig, k_ret = shadow_keys(ctx, n_shadows, 0)
     counts = {"computed": 0, "reused": 0}
     log(f"U-LiRA: {n_shadows} shadow originals and {n_shadows} shadow retrains "
         f"(cache {cache})")
-    done = _cached_units(store, [
+    executor = LocalExecutor()
+    done = run_units(store, executor, [
         (k_orig, f"{n_shadows} shadow originals", unit_shadows,
-         (ctx, SHADOW_SEED_ORIGINALS, n_shadows, False)),
+         (ctx, SEED_SHADOW_ORIGINALS, n_shadows, False)),
         (k_ret, f"{n_shadows} shadow retrains", unit_shadows,
-         (ctx, SHADOW_SEED_RETRAINS, n_shadows, True))], counts, log)
-    ref_arrays = [weights_to_arrays(m) for m in ref_models] if cls.oracle else []
-    k_method = unit_key({**base, "unit": "shadow-method", "v_replay": 2, "method": method.name,
-                         "params": params.to_dict(), "seed": method.seed, "shadows": k_orig,
-                         "refs": list(ref_shas) if cls.oracle else []})
-    if method.name == "retrain":  # replayed with the shadows' own trainer (see the unit)
-        replay = (k_method, f"retrain on {n_shadows} shadows (stacked trainer)",
-                  unit_shadow_retrain, (ctx, params.to_dict(), method.seed, done[k_orig][0]))
-    else:
-        replay = (k_method, f"{method.name} on {n_shadows} shadows", unit_shadow_method,
-                  (ctx, method.name, params.to_dict(), method.seed, done[k_orig][0],
-                   ref_arrays))
-    done.update(_cached_units(store, [replay], counts, log))
+         (ctx, SEED_SHADOW_RETRAINS, n_shadows, True))], counts, log, "shadows")
+    p = params.to_dict()
+    k_method = replay_key(ctx, cls.name, p, method.seed, k_orig, oracle_shas)
+    done.update(run_units(store, executor, [
+        (k_method, f"{method.name} on {n_shadows} shadows", unit_replay,
+         (ctx, cls.name, p, method.seed, done[k_orig][0], oracle_arrays))],
+        counts, log, "unlearn"))
     arrays, info = done[k_method]
-    details = {"method": method.name, "params": params.to_dict(), "seed": method.seed,
+    details = {"method": method.name, "params": p, "seed": method.seed,
                "method_source": method.source, "shadows": n_shadows, "cache": str(cache),
                "units_computed": counts["computed"], "units_reused": counts["reused"],
                "unit_keys": {"shadow_originals": k_orig, "shadow_retrains": k_ret,
@@ -306,19 +272,12 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
     if info.get("failed"):
         return UliraOutcome({}, details, f"{method.name} diverged on a shadow model: "
                             f"{info['failed']}")
-    in_mask = np.asarray(done[k_orig][0]["mask"])[:, split.train_forget.numpy()].astype(bool)
-    unlearned_phi, retrained_phi = np.asarray(arrays["phi"]), np.asarray(done[k_ret][0]["phi"])
-    u = ulira_leave_one_out(unlearned_phi, in_mask, retrained_phi)
-    y_f = split.part("train_forget")[1].numpy()
-
-    def flagged(lg: SplitLogits) -> float:
-        phi = logit_confidence(lg.train_forget.numpy(), y_f)
-        return ulira_target_score(phi, None, unlearned_phi, in_mask, retrained_phi)
-
-    metrics = {"ulira": u.accuracy_best, "ulira_auc": u.auc, "ulira_at_zero": u.accuracy_at_zero,
-               "ulira_tpr_at_1fpr": u.tpr_at_1pct_fpr, "ulira_flagged": flagged(model_logits)}
-    details["reference_flagged"] = [flagged(r) for r in ref_logits]
+    metrics, u, flagged = ulira_metrics(split, arrays["phi"], done[k_orig][0], done[k_ret][0],
+                                        [model_logits, *ref_logits])
+    metrics["ulira_flagged"] = flagged[0]
+    details["reference_flagged"] = flagged[1:]
     details["variance"] = u.variance
+    details["roc"] = [u.roc_fpr, u.roc_tpr]
     return UliraOutcome(metrics, details)
 
 
@@ -335,6 +294,27 @@ def _finite(v: object) -> bool:
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def reference_attack_rows(split: ForgetSplit, ref_logits: list[SplitLogits],
+                          nn: dict[int, int], ref_mia: dict[int, list[float]],
+                          mia_feature: str | None, svc_feature: str | None, seed: int
+                          ) -> list[dict]:
+    """SVC-MIA and MIA-NN of each reference audited against the OTHER references
+    (leave-one-out), with the nearest-neighbour class chosen without it as well: the audited
+    reference never helps choose its own yardstick. `nn` and `ref_mia` (all references)
+    are reused where leaving one out does not change nn."""
+    rows = []
+    for i, r in enumerate(ref_logits):
+        others = ref_logits[:i] + ref_logits[i + 1:]
+        nn_i = nn_classes(split, others) if others else nn
+        if nn_i == nn:
+            loo = {f: v[:i] + v[i + 1:] for f, v in ref_mia.items()}
+        else:
+            loo = reference_mia_scores(split, others, nn_i, mia_feature, mia_seed=seed)
+        rows.append(attack_metrics(r, split, others, nn_i, mia_feature, svc_feature, seed,
+                                   loo, mia_seed=seed))
+    return rows
 
 
 def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dict:
@@ -364,6 +344,13 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
     if len(set(ref_shas)) != len(ref_shas):
         raise CheckpointError("the same reference is given twice; pass distinct retrained "
                               "models (their spread is the yardstick)")
+    read_by_oracle = {r.get("sha256"): r.get("path")
+                      for r in (meta.method or {}).get("references") or []}
+    for path, sha in zip(args.reference, ref_shas):
+        if sha in read_by_oracle:
+            raise CheckpointError(f"reference {path} was read by the oracle method that made "
+                                  "this checkpoint; audit it against other retrained models "
+                                  "(an oracle must not be judged by what it copied)")
     mia_feature = getattr(args, "mia_feature", None)
     svc_feature = getattr(args, "svc_feature", None)
     seed = int(getattr(args, "seed", 0))
@@ -390,13 +377,13 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
     nn = nn_classes(split, ref_logits) if attack else {}
     if attack:
         # each reference is scored once; a reference row uses the other references' scores
-        ref_mia = reference_mia_scores(split, ref_logits, nn, mia_feature)
+        ref_mia = reference_mia_scores(split, ref_logits, nn, mia_feature, mia_seed=seed)
         metrics.update(_pick(attack_metrics(logits, split, ref_logits, nn, mia_feature,
-                                            svc_feature, seed, ref_mia), attack))
-        for i, r in enumerate(ref_logits):
-            loo = {f: v[:i] + v[i + 1:] for f, v in ref_mia.items()}
-            ref_metrics[i].update(_pick(attack_metrics(r, split, others[i], nn, mia_feature,
-                                                       svc_feature, seed, loo), attack))
+                                            svc_feature, seed, ref_mia, mia_seed=seed), attack))
+        rows = reference_attack_rows(split, ref_logits, nn, ref_mia, mia_feature, svc_feature,
+                                     seed)
+        for i, row in enumerate(rows):
+            ref_metrics[i].update(_pick(row, attack))
         if "mia_nn" in groups and len(refs) < 2:
             unavailable["mia_nn_z"] = ("needs at least 2 references (z divides the gap by "
                                        "the references' sd)")
@@ -405,7 +392,7 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
         cache = Path(args.cache) if getattr(args, "cache", None) else (
             ckpt.resolve().parent / ".classunlearn-cache")
         out = run_ulira(ckpt, meta, split, args.data_dir, n_shadows, cache, logits,
-                        ref_logits, refs, ref_shas, log)
+                        ref_logits, ref_shas, log)
         metrics.update(out.metrics)
         ulira_details = out.details
         for i, v in enumerate(out.details.get("reference_flagged", [])):
