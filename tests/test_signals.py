@@ -153,3 +153,30 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
         bench.proc.wait(10)
     finally:
         _assert_gone(workers)
+
+
+def test_stop_on_signals_raises_once_and_forces_on_a_later_signal():
+    script = """if True:
+        import os, signal, sys, time
+        from classunlearn.bench.executors import Stopped, stop_on_signals
+        with stop_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Stopped as e:
+                print(e.name, e.exit_code, flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)  # the same request, repeated at once: ignored
+            time.sleep(1.2)
+            print("cleaning up", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C: exit now
+            time.sleep(5)
+            print("not reached", flush=True)
+        """
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=_env(), timeout=60)
+    assert run.returncode == 143, (run.returncode, run.stderr)
+    assert run.stdout.split("\n")[:2] == ["SIGTERM 143", "cleaning up"], run.stdout
+    assert "not reached" not in run.stdout
+    assert run.stderr.strip().startswith("stopped by SIGINT again"), run.stderr
+    assert time.monotonic() - started < 30

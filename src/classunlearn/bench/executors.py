@@ -35,25 +35,31 @@ class Stopped(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
     """Turn the first of `signums` into `Stopped` in the main thread, so that `finally` blocks
-    run (the executors end their workers there); a second signal during that clean-up exits at
-    once (the workers' parent watchdog ends them). Does nothing outside the main thread."""
+    run (the executors end their workers there, in at most a few seconds). A signal repeated
+    within a second is taken as the same request (a scheduler signalling twice); a later one,
+    e.g. a second Ctrl-C, exits at once without clean-up (the workers notice their parent is
+    gone and exit too). Does nothing outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    got: list[int] = []
+    first: list[tuple[int, float]] = []
 
     def handler(signum: int, frame: Any) -> None:
-        got.append(signum)
-        if len(got) == 1:
+        if not first:
+            first.append((signum, time.monotonic()))
             raise Stopped(signum)
-        os._exit(128 + got[0])
+        if time.monotonic() - first[0][1] < 1.0:
+            return
+        os.write(2, f"stopped by {signal.Signals(signum).name} again: exiting without clean-up; "
+                    "finished units are kept; rerun the same command to resume\n".encode())
+        os._exit(128 + first[0][0])
 
     previous = {s: signal.signal(s, handler) for s in signums}
     try:
         yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for s, h in previous.items():  # None: a handler not set from Python, not restorable
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _init_worker() -> None:
@@ -94,7 +100,7 @@ def _sigint_ignored():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 class LocalExecutor:
