@@ -41,7 +41,7 @@ def correctness(tiny: bool, dev: torch.device) -> list[list]:
         os.environ["CLASSUNLEARN_DEVICE"] = name
         out = tempfile.mkdtemp(prefix=f"cu-gpu-{name}-")
         cfg = BenchConfig(dataset="digits", methods=["retrain", "original", "trw", "ft"],
-                          seeds=1, shadows=4, references=2, executor="local", out=out,
+                          seeds=1, shadows=8, references=2, executor="local", out=out,
                           epochs=2 if tiny else None)
         tables[name] = run_bench(cfg, log=lambda _: None).summary["summary"]
     os.environ.pop("CLASSUNLEARN_DEVICE", None)

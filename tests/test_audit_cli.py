@@ -22,7 +22,7 @@ from classunlearn.checkpoint import CheckpointMeta
 from classunlearn.cli import main
 
 EPOCHS = "5"
-SHADOWS = "4"
+SHADOWS = "8"
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

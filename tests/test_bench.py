@@ -21,7 +21,7 @@ METHODS = ["retrain", "original", "trw", "ga"]
 
 def tiny(out, executor="local", **kw) -> BenchConfig:
     return BenchConfig(dataset="digits", forget_classes=[["3"]], methods=METHODS, seeds=1,
-                       shadows=4, references=2, executor=executor, epochs=4, out=str(out), **kw)
+                       shadows=8, references=2, executor=executor, epochs=4, out=str(out), **kw)
 
 
 def summary_of(out) -> str:
@@ -100,7 +100,7 @@ def test_killed_bench_resumes_to_the_same_table(first_run, tmp_path):
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "classunlearn", "bench", "--dataset", "digits",
             "--forget-class", "3", "--methods", ",".join(METHODS), "--seeds", "1",
-            "--shadows", "4", "--references", "2", "--epochs", "4", "--executor", "local",
+            "--shadows", "8", "--references", "2", "--epochs", "4", "--executor", "local",
             "--out", str(out)]
     env = {**os.environ, "CLASSUNLEARN_PROGRESS": "0"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

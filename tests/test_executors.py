@@ -21,7 +21,7 @@ def _summary(out) -> dict:
 def test_process_executor_gives_the_local_table(tmp_path):
     def config(executor: str, **kw) -> BenchConfig:
         return BenchConfig(dataset="digits", forget_classes=[["3"]],
-                           methods=["retrain", "original", "rwft"], seeds=1, shadows=4,
+                           methods=["retrain", "original", "rwft"], seeds=1, shadows=8,
                            references=2, epochs=2, executor=executor,
                            out=str(tmp_path / executor), **kw)
 

@@ -185,7 +185,7 @@ def base_commands(root: Path, out: Path) -> list[tuple[str, list[tuple[str, str]
         ("audit", [("--checkpoint", ck), ("--forget-class", "3"), ("--reference", ref),
                    ("--metrics", "accuracy,tv"), ("--shadows", "0"),
                    ("--json", str(out / "a.json"))]),
-        ("bench", [("--methods", "retrain,ft"), ("--seeds", "1"), ("--shadows", "2"),
+        ("bench", [("--methods", "retrain,ft"), ("--seeds", "1"), ("--shadows", "8"),
                    ("--references", "1"), ("--executor", "local"), ("--out", str(out / "b"))]),
         ("report", [("--out", str(out))]),
     ]

@@ -40,7 +40,7 @@ from classunlearn.models import build_model
 # ----------------------------------------------------------------------------- helpers
 
 TINY = ["--dataset", "digits", "--forget-class", "3", "--methods", "retrain,original,trw,ft",
-        "--seeds", "1", "--shadows", "4", "--references", "2", "--epochs", "3",
+        "--seeds", "1", "--shadows", "8", "--references", "2", "--epochs", "3",
         "--executor", "local"]
 N_UNITS = 13  # 1 original + 2 references + 2 shadow sets + 4 methods + their 4 replays
 TIMES = ("runtime_s", "runtime_ratio")
@@ -49,7 +49,7 @@ TIMES = ("runtime_s", "runtime_ratio")
 def tiny_config(out: Path, **kw) -> BenchConfig:
     """The same study as the TINY command line (same unit keys)."""
     kw.setdefault("methods", ["retrain", "original", "trw", "ft"])
-    return BenchConfig(dataset="digits", forget_classes=[["3"]], seeds=1, shadows=4,
+    return BenchConfig(dataset="digits", forget_classes=[["3"]], seeds=1, shadows=8,
                        references=2, executor="local", epochs=3, out=str(out), **kw)
 
 

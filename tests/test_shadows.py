@@ -15,6 +15,7 @@ from classunlearn.shadows import (
     _train_loop,
     _train_stacked,
     balanced_halves,
+    complementary_pairs,
     index_streams,
     train_ensemble,
 )
@@ -42,12 +43,23 @@ def _max_rel_diff(a: list[nn.Module], b: list[nn.Module]) -> float:
 # --- balanced_halves ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n_models", [2, 5, 8])
+@pytest.mark.parametrize("n_models", [2, 4, 8])
 def test_balanced_halves_every_example_in_half_the_models(n_models):
     m = balanced_halves(101, n_models, seed=3)
     assert m.dtype == torch.bool and m.shape == (n_models, 101)
     assert (m.sum(0) == n_models // 2).all()
     assert (m.sum(1) > 0).all()
+    # complementary pairs: model 2k + 1 trains on exactly what model 2k leaves out
+    assert complementary_pairs(m) and (m[0::2] == ~m[1::2]).all()
+    broken = m.clone()
+    broken[1, 0] = broken[0, 0]
+    assert not complementary_pairs(broken)
+
+
+def test_balanced_halves_odd_count_adds_an_independent_half():
+    m = balanced_halves(101, 5, seed=3)
+    assert complementary_pairs(m[:4]) and not complementary_pairs(m)
+    assert set(m.sum(0).tolist()) <= {2, 3}
 
 
 def test_balanced_halves_is_seeded():
@@ -57,12 +69,23 @@ def test_balanced_halves_is_seeded():
         balanced_halves(10, 1, 0)
 
 
+def uneven_masks(n: int, sizes: list[int], seed: int) -> torch.Tensor:
+    """Masks whose subsets have the given (different) sizes: the trainers must handle models
+    that take different numbers of steps, and last batches of every size."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for size in sizes:
+        row = torch.zeros(n, dtype=torch.bool)
+        row[torch.randperm(n, generator=gen)[:size]] = True
+        rows.append(row)
+    return torch.stack(rows)
+
+
 # --- index_streams ------------------------------------------------------------------------
 
 
 def test_index_streams_are_train_models_batches():
-    masks = balanced_halves(37, 3, seed=3)
-    assert masks.sum(1).tolist() == [16, 12, 9]
+    masks = uneven_masks(37, [16, 12, 9], seed=3)
     epochs, b, seeds = 3, 5, [7, 8, 9]
     streams = index_streams(masks, epochs, b, seeds)
     for i, (stream, seed) in enumerate(zip(streams, seeds)):
@@ -115,8 +138,7 @@ def _alone(name, shape, x, y, masks, recipe, seeds, **kw) -> list[nn.Module]:
 def test_each_shadow_model_is_train_model_on_its_subset(name, recipe, stacked):
     shape, seeds = (1, 8, 8), [10, 11, 12]
     x, y = _data(shape, n=37)
-    masks = balanced_halves(len(x), 3, seed=3)
-    assert masks.sum(1).tolist() == [16, 12, 9]
+    masks = uneven_masks(len(x), [16, 12, 9], seed=3)
     r = RECIPES[recipe]
     models = train_ensemble(name, shape, 5, x, y, masks, r, seeds, stacked=stacked)
     alone = _alone(name, shape, x, y, masks, r, seeds)
@@ -132,7 +154,7 @@ def test_each_shadow_model_is_train_model_on_its_subset(name, recipe, stacked):
 def test_every_stacked_engine_matches_the_loop(engine, name, shape):
     """'split' is the CPU default, 'grouped' the CUDA one, 'vmap' the fallback."""
     x, y = _data(shape, n=37)
-    subsets = _subsets(balanced_halves(len(x), 3, seed=3))
+    subsets = _subsets(uneven_masks(len(x), [16, 12, 9], seed=3))
     recipe = RECIPES["sgd-cosine"]
     a = [build_model(name, shape, 5, seed=s) for s in range(3)]
     b = [build_model(name, shape, 5, seed=s) for s in range(3)]
@@ -192,8 +214,7 @@ def test_trained_ensemble_matches_the_loop_on_digits(digits, name, kwargs, epoch
 def test_resnet18_trains_in_the_loop_as_train_model():
     shape = (3, 8, 8)
     x, y = _data(shape, n=23, classes=3)
-    masks = balanced_halves(len(x), 2, seed=2)
-    assert masks.sum(1).tolist() == [9, 14]  # batches of 4: 4, 5 and 4, 4, 4, 2
+    masks = uneven_masks(len(x), [9, 14], seed=2)  # batches of 4: 4, 5 and 4, 4, 4, 2
     recipe = Recipe(epochs=2, batch_size=4, lr=0.01)
     kw = dict(model_name="resnet18", input_shape=shape, num_classes=3, x=x, y=y, masks=masks,
               recipe=recipe, seeds=[0, 1], model_kwargs={"width": 4})

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 # ~10 s to start (dataset, two spawned workers), then ~10 s of units on two cores
 ARGS = ["--dataset", "digits", "--methods", "retrain,original,ft", "--seeds", "2",
-        "--shadows", "4", "--references", "1", "--epochs", "30", "--executor", "process",
+        "--shadows", "8", "--references", "1", "--epochs", "30", "--executor", "process",
         "--workers", "2"]
 
 

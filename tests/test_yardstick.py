@@ -22,7 +22,7 @@ EPOCHS = 4
 
 def tiny(out, methods=("retrain", "original", "rwft"), **kw) -> BenchConfig:
     base = dict(dataset="digits", forget_classes=[["3"]], methods=list(methods), seeds=1,
-                shadows=4, references=2, executor="local", epochs=EPOCHS, out=str(out))
+                shadows=8, references=2, executor="local", epochs=EPOCHS, out=str(out))
     return BenchConfig(**{**base, **kw})
 
 
@@ -102,7 +102,7 @@ def test_audit_of_a_checkpoint_reuses_the_bench_units(study, tmp_path, capsys):
     js = tmp_path / "audit.json"
     capsys.readouterr()
     assert main(["audit", "--checkpoint", str(unl), "--forget-class", "3", *refs,
-                 "--shadows", "4", "--cache", str(out), "--json", str(js)]) == 0
+                 "--shadows", "8", "--cache", str(out), "--json", str(js)]) == 0
     doc = json.loads(js.read_text())
     u = doc["ulira_details"]
     assert (u["units_computed"], u["units_reused"]) == (0, 3)

@@ -74,17 +74,39 @@ def balanced_halves(n_examples: int, n_models: int, seed: int) -> torch.Tensor:
     """Membership masks for `n_models` shadow models over `n_examples` examples.
 
     Returns a bool tensor (n_models, n_examples): row i says which examples model i trains
-    on. As in LiRA (Carlini et al. 2022), every example is in exactly ``n_models // 2``
-    models (a random choice per example), so each model gets about half the data and
-    every example has as many IN as OUT models. Depends on `seed` only.
+    on. Models come in complementary pairs: model 2k trains on a random half of the
+    examples (``ceil(n / 2)`` of them) and model 2k + 1 on the other half, each pair drawn
+    independently. So, as in LiRA (Carlini et al. 2022), every example is in exactly
+    ``n_models // 2`` models and has as many IN as OUT models; and, unlike an arbitrary
+    balanced design, leaving one pair out leaves the other models' data independent of the
+    pair's (U-LiRA's leave-one-out relies on that, see ``audit.ulira``). With an odd
+    `n_models` the last model gets an independent random half. Depends on `seed` only.
     """
     if n_models < 2:
         raise ParameterError(f"balanced_halves needs n_models >= 2, got {n_models}")
     if n_examples < 1:
         raise ParameterError(f"balanced_halves needs n_examples >= 1, got {n_examples}")
     gen = torch.Generator().manual_seed(seed)
-    order = torch.rand(n_models, n_examples, generator=gen).argsort(dim=0)
-    return order < n_models // 2
+    half = (n_examples + 1) // 2
+    rows = []
+    for _ in range(n_models // 2):
+        first = torch.zeros(n_examples, dtype=torch.bool)
+        first[torch.randperm(n_examples, generator=gen)[:half]] = True
+        rows += [first, ~first]
+    if n_models % 2:
+        last = torch.zeros(n_examples, dtype=torch.bool)
+        last[torch.randperm(n_examples, generator=gen)[:half]] = True
+        rows.append(last)
+    return torch.stack(rows)
+
+
+def complementary_pairs(masks) -> bool:
+    """True when rows 2k and 2k + 1 of `masks` are complements for every k (an even number
+    of rows), as :func:`balanced_halves` makes them."""
+    m = torch.as_tensor(masks).bool()
+    if m.dim() != 2 or m.shape[0] < 2 or m.shape[0] % 2:
+        return False
+    return bool((m[0::2] ^ m[1::2]).all())
 
 
 def _subsets(masks: torch.Tensor) -> list[torch.Tensor]:
@@ -510,4 +532,4 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     return models
 
 
-__all__ = ["balanced_halves", "index_streams", "train_ensemble"]
+__all__ = ["balanced_halves", "complementary_pairs", "index_streams", "train_ensemble"]

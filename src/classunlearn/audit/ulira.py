@@ -18,9 +18,13 @@ Three rules of ours (see ``docs/audit.md``, U-LiRA):
   used for every target. Deciding it per leave-one-out fold gave unlearned and retrained
   targets different modes (with N = 8 balanced halves: 3 vs 4 IN values around the cut-off
   4), which an ideal unlearner turned into a spurious 54 % accuracy.
-* Leave-one-out targets are paired (:func:`ulira_leave_one_out`, ``folds="paired"``): a
-  target leaves out one model of each kind, so unlearned and retrained targets see the
-  same shadow counts; leaving out only the target reads as a reversed separation.
+* Leave-one-out targets leave a whole complementary pair out (:func:`ulira_leave_one_out`,
+  ``folds="pairs"``, what ``"auto"`` picks for the bench's shadow sets): the shadows' halves
+  come in pairs (``shadows.balanced_halves``), so a pair's training data is independent of
+  the other pairs', and the pair's unlearned and retrained targets are scored against the
+  same shadows at the same examples. Leaving out only the target reads as a reversed
+  separation (its family's data is anti-correlated with its own); ``"paired"`` (one model
+  of each kind left out) is the fallback for other masks.
 * Headline numbers are two-sided: a separation in the wrong direction (unlearned targets
   look *more* retrained than retrained ones) is a separation too, and reads as far from 50
   rather than as chance. The raw, signed values are kept next to them.
@@ -31,7 +35,7 @@ randomness is involved, so nothing needs a seed. Training the shadows is the cal
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,11 +56,28 @@ DEFAULT_MIN_IN_PER_EXAMPLE = 4
 """``"auto"`` cut-off: a side is per-example when every target sees at least this many values
 of every example on that side (ours; the paper gives no number)."""
 
-FOLDS: tuple[str, ...] = ("paired", "single")
+MIN_SHADOWS = 8
+"""Fewest shadow models per side a study or audit may use (ours, measured: two independent
+sets of retrained models on digits, one posing as unlearned, read a two-sided headline of 55
+to 73 at N = 4 and 53 to 57 at N = 8 over 6 seeds; docs/audit.md)."""
+
+
+def check_shadow_count(n: int) -> None:
+    """Refuse a shadow count U-LiRA cannot read near chance for an ideal unlearner: 0 (no
+    U-LiRA) or an even number >= MIN_SHADOWS (complementary pairs need an even number)."""
+    if n != 0 and (n < MIN_SHADOWS or n % 2):
+        raise ParameterError(
+            f"--shadows must be 0 (no U-LiRA) or an even number >= {MIN_SHADOWS} (with fewer "
+            "shadows even two sets of retrained models read far from chance; docs/audit.md), "
+            f"got {n}")
+
+
+FOLDS: tuple[str, ...] = ("auto", "pairs", "paired", "single")
 """Leave-one-out schemes of :func:`ulira_leave_one_out`."""
 
-DEFAULT_FOLDS = "paired"
-"""Each target leaves out one model of each kind, so both kinds see the same shadow counts."""
+DEFAULT_FOLDS = "auto"
+"""``"pairs"`` when the shadows come in complementary pairs (as ``shadows.balanced_halves``
+makes them) and N = M, else ``"paired"``."""
 
 DIRECTIONS: tuple[str, ...] = ("expected", "reversed", "none")
 """Values of :attr:`UliraResult.direction`."""
@@ -134,6 +155,8 @@ class UliraResult:
             (examples with none left out): what ``variance_in`` was decided from.
         min_count_out: the same for OUT.
         min_in_per_example: the ``"auto"`` cut-off in force.
+        folds: the leave-one-out scheme used ("pairs", "paired" or "single"), "explicit"
+            for :func:`ulira_attack` (held-out targets).
     """
 
     accuracy_best: float
@@ -157,6 +180,7 @@ class UliraResult:
     min_count_in: int
     min_count_out: int
     min_in_per_example: int
+    folds: str = "explicit"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary (JSON-serialisable)."""
@@ -511,6 +535,28 @@ def _summarise(
 # --------------------------------------------------------------------------- attacks
 
 
+def _complementary_pairs(mask: np.ndarray) -> bool:
+    """Rows 2k and 2k + 1 are complements for every k (an even number of rows)."""
+    return mask.shape[0] >= 2 and mask.shape[0] % 2 == 0 and bool(
+        np.all(mask[0::2] ^ mask[1::2]))
+
+
+def resolve_folds(folds: str, unlearned_mask: np.ndarray, n_retrained: int) -> str:
+    """The leave-one-out scheme an attack uses: ``"auto"`` is ``"pairs"`` when the unlearned
+    shadows' halves are complementary pairs and there are as many retrained shadows (the
+    bench's shadow sets, ``shadows.balanced_halves``, both come in pairs), else
+    ``"paired"``. ``"pairs"`` on other masks is refused."""
+    if folds not in FOLDS:
+        raise ParameterError(f"unknown U-LiRA folds {folds!r}; choose one of {FOLDS}")
+    fits = _complementary_pairs(unlearned_mask) and n_retrained == unlearned_mask.shape[0]
+    if folds == "auto":
+        return "pairs" if fits else "paired"
+    if folds == "pairs" and not fits:
+        raise ParameterError("U-LiRA folds 'pairs' need complementary halves (rows 2k and "
+                             "2k + 1 of the mask) and as many retrained as unlearned shadows")
+    return folds
+
+
 def _loo_counts(unlearned_mask: np.ndarray, n_retrained: int, folds: str) -> tuple[int, int]:
     """Smallest per-example (IN, OUT) counts at the decisions of every leave-one-out target.
 
@@ -520,6 +566,8 @@ def _loo_counts(unlearned_mask: np.ndarray, n_retrained: int, folds: str) -> tup
     M - 1 OUT values; the unlearned target i sees c_e - mask[i, e] IN values and M OUT.
     """
     count = unlearned_mask.sum(axis=0)
+    if folds == "pairs":  # the partner never holds the target's examples: c_e - 1 IN values
+        return _smallest_count(count[count > 0] - 1), n_retrained - 2
     if folds == "paired":
         return _smallest_count(count[count > 0] - 1), n_retrained - 1
     seen = np.vstack([count[None, :], count[None, :] - unlearned_mask])
@@ -549,6 +597,8 @@ def _loo_decisions(
       retrained models, at every example.
     """
     n_unlearned, n_retrained = unlearned_phi.shape[0], retrained_phi.shape[0]
+    if folds == "pairs":
+        return _pair_decisions(unlearned_phi, unlearned_mask, retrained_phi, modes, min_std)
     paired = folds == "paired"
     positive = []
     for i in range(n_unlearned):
@@ -576,6 +626,32 @@ def _loo_decisions(
             min_std,
         )[0]
         negative.append(row[unlearned_mask[j % n_unlearned]] if paired else row)
+    return positive, negative
+
+
+def _pair_decisions(
+    unlearned_phi: np.ndarray,
+    unlearned_mask: np.ndarray,
+    retrained_phi: np.ndarray,
+    modes: tuple[str, str],
+    min_std: float,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``"pairs"``: for each complementary pair k (models 2k and 2k + 1 of both kinds), the
+    shadows are every other pair; the four models of pair k are the targets (unlearned 2k
+    and retrained 2k at the examples of unlearned 2k's half, likewise 2k + 1). A pair's data
+    is independent of the other pairs', so under an ideal unlearner the unlearned and the
+    retrained target are exchangeable given the shadows."""
+    positive, negative = [], []
+    n = unlearned_phi.shape[0]
+    for k in range(0, n, 2):
+        keep = np.ones(n, dtype=bool)
+        keep[k:k + 2] = False
+        targets = np.vstack([unlearned_phi[k:k + 2], retrained_phi[k:k + 2]])
+        rows = _llr(unlearned_phi[keep], unlearned_mask[keep], retrained_phi[keep], targets,
+                    modes, min_std)
+        for t in (0, 1):
+            positive.append(rows[t][unlearned_mask[k + t]])
+            negative.append(rows[2 + t][unlearned_mask[k + t]])
     return positive, negative
 
 
@@ -621,8 +697,6 @@ def ulira_leave_one_out(
         TPR at 1 % FPR, thinned ROC points, the raw values and the direction).
     """
     _options(variance, min_in_per_example, min_std)
-    if folds not in FOLDS:
-        raise ParameterError(f"unknown U-LiRA folds {folds!r}; choose one of {FOLDS}")
     unlearned_phi = _phi_matrix("unlearned_phi", unlearned_phi)
     unlearned_mask = _mask("unlearned_mask", unlearned_mask, unlearned_phi.shape)
     retrained_phi = _phi_matrix("retrained_phi", retrained_phi, unlearned_phi.shape[1])
@@ -631,12 +705,17 @@ def ulira_leave_one_out(
             f"leave-one-out U-LiRA needs at least 2 unlearned and 2 retrained models, got "
             f"{unlearned_phi.shape[0]} and {retrained_phi.shape[0]}"
         )
+    folds = resolve_folds(folds, unlearned_mask, retrained_phi.shape[0])
+    if folds == "pairs" and unlearned_phi.shape[0] < 4:
+        raise ParameterError("U-LiRA with complementary pairs needs at least 4 shadows per "
+                             "side (2 pairs): one pair is the targets, the others the shadows")
     counts = _loo_counts(unlearned_mask, retrained_phi.shape[0], folds)
     modes = resolve_variance(variance, counts[0], counts[1], min_in_per_example)
     positive, negative = _loo_decisions(
         unlearned_phi, unlearned_mask, retrained_phi, modes, min_std, folds
     )
-    return _summarise(positive, negative, variance, modes, counts, min_in_per_example)
+    result = _summarise(positive, negative, variance, modes, counts, min_in_per_example)
+    return replace(result, folds=folds)
 
 
 def ulira_attack(

@@ -79,9 +79,10 @@ def parse_metric_groups(text: str) -> list[str]:
 
 
 def check_shadows(n: int, groups: list[str]) -> None:
-    if "ulira" in groups and (n < 0 or n == 1 or n % 2):
-        raise ParameterError(f"--shadows must be an even number >= 2 (or 0 to skip U-LiRA), "
-                             f"got {n}")
+    from classunlearn.audit.ulira import check_shadow_count
+
+    if "ulira" in groups:
+        check_shadow_count(n)
 
 
 def preflight(args: argparse.Namespace) -> list[str]:

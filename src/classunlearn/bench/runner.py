@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from classunlearn._version import __version__
 from classunlearn.audit.basic import avg_gap
+from classunlearn.audit.ulira import check_shadow_count
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store
 from classunlearn.bench.summary import GAP_KEYS, summarise, write_text_atomic
@@ -90,9 +91,7 @@ class BenchConfig:
                             f"{', '.join(DATASETS)}")
         if self.seeds < 1:
             raise UserError(f"--seeds must be >= 1, got {self.seeds}")
-        if self.shadows == 1 or self.shadows < 0 or self.shadows % 2:
-            raise UserError(f"--shadows must be 0 (no U-LiRA) or an even number >= 2, got "
-                            f"{self.shadows}")
+        check_shadow_count(self.shadows)
         if self.references < 1:
             raise UserError(f"--references must be >= 1 (MIA-NN and TV need retrained "
                             f"references), got {self.references}")

@@ -39,7 +39,8 @@ RESULTS_FORMAT = 2
 """Version of what units compute and store. Bump it whenever a change of code would change a
 unit's output (a trainer, a method, a metric input): old artifacts then no longer match any
 key and are recomputed, instead of being mixed silently with new ones. 2: trainers take
-exactly the same steps (no padding); retrain follows the study's recipe; replays are units."""
+exactly the same steps (no padding); retrain follows the study's recipe; replays are units;
+shadow halves come in complementary pairs."""
 
 SEED_REFERENCE = 1000
 SEED_SHADOW_ORIGINALS = 2000
