@@ -2,7 +2,7 @@
 audit --json, in this process through `cli.main` (a subprocess per command would spend
 most of the time starting Python).
 
-Digits because it is the smallest embedded dataset: with 5 training epochs and 4 shadow
+Digits because it is the smallest embedded dataset: with 5 training epochs and 8 shadow
 models per side, the whole file runs in well under a minute on one core. The numbers are
 not checked for quality here (tests/test_audit_known_truths.py does that), only the
 contract: keys, finiteness, caching, refusals.

@@ -99,6 +99,9 @@ def test_retrain_takes_the_originals_recipe_and_nothing_else():
     with pytest.raises(ParameterError, match="needs the recipe"):
         make_params("retrain", "digits")
     assert not getattr(METHODS["retrain"], "dataset_defaults", {})
+    # every field of the recipe, so a new recipe field can never be dropped by retrain
+    assert [f.name for f in dataclasses.fields(RetrainParams)] == [
+        f.name for f in dataclasses.fields(Recipe)]
 
 
 def test_retrain_is_the_training_procedure_from_a_fresh_seed(setup):

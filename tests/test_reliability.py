@@ -667,7 +667,7 @@ def test_corrupt_artifacts_are_recomputed_never_read(baseline, tmp_path):
             for info in [json.loads(p.read_text())]}
     original, ref, trw = (keys["train", "original seed 0"], keys["train", "reference 1"],
                           keys["method", "trw seed 0"])
-    shadows = keys["shadows", "4 shadow retrains seed 0"]
+    shadows = keys["shadows", "8 shadow retrains seed 0"]
     damaged = {original, ref, trw, shadows}
     f = art / f"{original}.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncated

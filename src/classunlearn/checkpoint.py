@@ -3,7 +3,9 @@
 ``model.safetensors`` holds the tensors (safetensors never executes code on load) and
 ``model.json`` beside it holds the dataset, classes, excluded classes, model name and
 arguments, training recipe, seed, the unlearning method if any, and the SHA-256 of the
-weights file, checked on every load so a truncated or swapped file is refused.
+weights file, checked on every load so a truncated or swapped file is refused. For a plug-in
+model (``MODULE:FUNCTION``) it also holds the SHA-256 of the model's source file
+(``model_source_sha256``), checked on every load so a changed model file is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from classunlearn.data import Dataset
-from classunlearn.errors import CheckpointError, UserError
-from classunlearn.models import build_model
+from classunlearn.errors import CheckpointError, ParameterError, UserError
+from classunlearn.models import build_model, is_plugin, model_source
 
 FORMAT_VERSION = 1
 
@@ -42,6 +44,8 @@ class CheckpointMeta:
     # set by `unlearn`: {"name": ..., "params": {...}, "forget_classes": [...], "seed": ...}
     method: dict | None = None
     parent_sha256: str | None = None  # weights the method started from
+    # plug-in models (MODULE:FUNCTION) only: SHA-256 of the file that defines the model
+    model_source_sha256: str | None = None
     sha256: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -182,7 +186,8 @@ def _check_meta_types(meta: CheckpointMeta) -> None:
               "model_kwargs": isinstance(meta.model_kwargs, dict), "recipe":
               isinstance(meta.recipe, dict), "excluded_classes": ints(meta.excluded_classes),
               "sha256": isinstance(meta.sha256, str), "method": meta.method is None
-              or isinstance(meta.method, dict)}
+              or isinstance(meta.method, dict), "model_source_sha256":
+              meta.model_source_sha256 is None or isinstance(meta.model_source_sha256, str)}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise TypeError(f"field(s) {', '.join(bad)} have the wrong type")
@@ -210,10 +215,11 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); re-create "
                               "it with `classunlearn train`") from None
+    check_model_file(meta, path)
     try:
         model = build_model(meta.model, tuple(meta.input_shape), meta.num_classes,
                             **meta.model_kwargs)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, ParameterError) as e:
         raise CheckpointError(f"sidecar of {path} describes a model that cannot be built "
                               f"({e}); re-create the checkpoint") from None
     expected = model.state_dict()
@@ -230,6 +236,28 @@ def load_checkpoint(path: str | Path, dataset: Dataset | None = None
                                   "diverged, retrain or unlearn it again")
     model.load_state_dict(state)
     return model.eval(), meta
+
+
+def check_model_file(meta: CheckpointMeta, path: Path | str) -> None:
+    """A plug-in model's source file must be the one the checkpoint was written with (same
+    SHA-256); registry models pass."""
+    if not is_plugin(meta.model):
+        return
+    if not meta.model_source_sha256:
+        raise CheckpointError(f"sidecar of {path} names plug-in model '{meta.model}' but records "
+                              "no model_source_sha256; re-create the checkpoint with "
+                              "`classunlearn train`")
+    try:
+        src = model_source(meta.model)
+    except ParameterError as e:
+        raise CheckpointError(f"{path} needs its model '{meta.model}': {e}") from None
+    assert src is not None
+    if src.sha256 != meta.model_source_sha256:
+        raise CheckpointError(
+            f"model file {src.path} changed since {Path(path).name} was written (SHA-256 "
+            f"{meta.model_source_sha256[:12]}... recorded, {src.sha256[:12]}... now); restore "
+            "that file as it was, or retrain with `classunlearn train --model "
+            f"{meta.model}` to use the changed model")
 
 
 def check_matches_dataset(meta: CheckpointMeta, dataset: Dataset, path: Path | str) -> None:

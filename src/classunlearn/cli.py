@@ -113,14 +113,20 @@ def _dataset(name: str, data_dir: str | None):
 def cmd_train(args: argparse.Namespace) -> int:
     from classunlearn.checkpoint import CheckpointMeta, save_checkpoint
     from classunlearn.data import DATASETS, ForgetSplit
-    from classunlearn.models import build_model
+    from classunlearn.models import (
+        build_model,
+        canonical_model_name,
+        check_model_source,
+        model_source_sha256,
+    )
     from classunlearn.train import default_recipe, override, train_model
 
     out = Path(args.out)
     check_checkpoint_out(out, [])
     check_device(args.device)
     ds = _dataset(args.dataset, args.data_dir)
-    model_name = args.model or DATASETS[args.dataset].default_model
+    model_name = canonical_model_name(args.model or DATASETS[args.dataset].default_model)
+    source_sha = model_source_sha256(model_name)  # plug-in models: their file's hash
     model_kwargs = _model_kwargs(args.model_arg)
     recipe = override(default_recipe(args.dataset), epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size)
@@ -133,10 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                         **model_kwargs)
     model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
                         desc=f"train {model_name}")
+    check_model_source(model_name, source_sha)  # the file did not change while training
     meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
                           input_shape=list(ds.input_shape), model=model_name,
                           model_kwargs=model_kwargs, excluded_classes=excluded,
-                          recipe=recipe.to_dict(), seed=args.seed)
+                          recipe=recipe.to_dict(), seed=args.seed,
+                          model_source_sha256=source_sha)
     save_checkpoint(model, meta, out)
     print(f"wrote {out} ({'retrained without ' + str(excluded) if excluded else 'original'})")
     return 0
@@ -273,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an original model (or a retrained reference)")
     t.add_argument("--dataset", required=True)
     t.add_argument("--data-dir")
-    t.add_argument("--model", help="model name (default: the dataset's default)")
+    t.add_argument("--model", help="model name (default: the dataset's default), or your "
+                   "own as MODULE:FUNCTION (a dotted module or a .py path; FUNCTION("
+                   "input_shape, num_classes, **model_args) returns an nn.Module)")
     t.add_argument("--model-arg", action="append", metavar="KEY=INT",
                    help="model argument, e.g. width=16 (repeatable)")
     t.add_argument("--exclude-class", nargs="+", metavar="C",
@@ -325,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="the whole study: every method, every metric, a report")
     b.add_argument("--dataset", default="digits")
     b.add_argument("--data-dir")
-    b.add_argument("--model")
+    b.add_argument("--model", help="model name (default: the dataset's default), or your "
+                   "own as MODULE:FUNCTION (see `train --help`)")
     b.add_argument("--model-arg", action="append", metavar="KEY=INT")
     b.add_argument("--forget-class", nargs="+", default=["3"], metavar="C",
                    help="one study per class (default: 3)")

@@ -1,4 +1,12 @@
-"""One training loop (seeded, device-aware, with progress), plus evaluation helpers."""
+"""One training loop (seeded, device-aware, with progress), plus evaluation helpers.
+
+Data augmentation is a recipe field (``Recipe.augment``): "none", or "crop-flip", the
+standard CIFAR augmentation (random crop with zero padding 4, random horizontal flip),
+applied per batch on the device by :func:`augment_batch`. Its random draws come from a
+CPU generator of their own, :func:`augment_generator` (seed), drawn after the batch order,
+so augmentation never changes which examples a batch holds, and the stacked shadow
+ensemble (``shadows.train_ensemble``) reproduces them model by model.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -15,6 +24,9 @@ from tqdm.auto import tqdm
 from classunlearn.errors import ParameterError, TrainingDiverged
 
 SCHEDULES = ("cosine", "step", "constant")
+AUGMENTS = ("none", "crop-flip")
+CROP_PADDING = 4  # "crop-flip": random crop of the original size from the zero-padded image
+AUGMENT_STREAM = 0xA116  # mixed with the training seed for the augmentation generator
 
 
 def validate_optimisation(epochs: float, batch_size: int, lr: float, schedule: str,
@@ -47,10 +59,13 @@ class Recipe:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine | step (x0.1 at 50% and 75%) | constant
     optimizer: str = "sgd"  # sgd | adam
+    augment: str = "none"  # none | crop-flip (random crop, padding 4, and horizontal flip)
 
     def __post_init__(self) -> None:
         validate_optimisation(self.epochs, self.batch_size, self.lr, self.schedule,
                               self.optimizer)
+        if self.augment not in AUGMENTS:
+            raise ParameterError(f"augment must be one of {AUGMENTS}, got '{self.augment}'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +82,12 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     "mnist1d": Recipe(epochs=40, batch_size=64, lr=0.05),
     "mnist": Recipe(epochs=10, batch_size=128, lr=0.05),
     "fashion-mnist": Recipe(epochs=15, batch_size=128, lr=0.05),
-    "cifar10": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step"),
-    "cifar100": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step"),
-    "tinyimagenet": Recipe(epochs=100, batch_size=256, lr=0.1, schedule="step"),
+    "cifar10": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step",
+                      augment="crop-flip"),
+    "cifar100": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step",
+                       augment="crop-flip"),
+    "tinyimagenet": Recipe(epochs=100, batch_size=256, lr=0.1, schedule="step",
+                           augment="crop-flip"),
 }
 
 
@@ -151,6 +169,80 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
 batches = epoch_batches  # the older name, used by the unlearning methods
 
 
+# ---------------------------------------------------------------------------------------
+# Data augmentation
+# ---------------------------------------------------------------------------------------
+
+
+def check_augment(augment: str, input_shape: tuple[int, ...]) -> None:
+    """Refuse an augmentation the inputs cannot take (called when training starts)."""
+    if augment == "crop-flip" and len(input_shape) != 3:
+        raise ParameterError(
+            f"recipe field augment='crop-flip' needs image inputs (C, H, W), got inputs "
+            f"shaped {tuple(input_shape)}; use augment='none'")
+
+
+def augment_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a run's augmentation draws: seeded from the training seed mixed
+    with AUGMENT_STREAM by numpy's SeedSequence, so it is independent of the data-order
+    generator (``manual_seed(seed)``) and of other seeds' streams."""
+    state = np.random.SeedSequence([AUGMENT_STREAM, seed % 2**64]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def crop_flip_draws(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random draws of "crop-flip" for a batch of n images, in this order: crop offsets
+    (n, 2) (top, left) in [0, 2 * CROP_PADDING], then flips (n,) bool."""
+    offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=generator)
+    flips = torch.randint(0, 2, (n,), generator=generator).bool()
+    return offsets, flips
+
+
+def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Crop each image of x (B, C, H, W) at its offsets from the zero-padded image and flip
+    the flagged ones horizontally; one gather, no loop over samples (an exact copy of
+    pixels, so every engine gets bit-identical batches)."""
+    b, _, h, w = x.shape
+    p = CROP_PADDING
+    padded = nn.functional.pad(x, (p, p, p, p)).permute(0, 2, 3, 1)  # (B, H+2p, W+2p, C)
+    offsets, flips = offsets.to(x.device), flips.to(x.device)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = offsets[:, :1] + ar_h  # (B, H)
+    # a flipped crop reads its columns right to left
+    cols = offsets[:, 1:] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # (B, W)
+    out = padded[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None],
+                 cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def augment_draws(kind: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The random draws of augmentation `kind` for a batch of n examples, taken from
+    `generator`: a tuple of tensors whose first dimension is n (none for "none")."""
+    if kind == "none":
+        return ()
+    if kind == "crop-flip":
+        return crop_flip_draws(n, generator)
+    raise ParameterError(f"augment must be one of {AUGMENTS}, got '{kind}'")
+
+
+def apply_augment(kind: str, x: torch.Tensor, draws: tuple[torch.Tensor, ...]
+                  ) -> torch.Tensor:
+    """Augment the batch x (B, ...) with draws from :func:`augment_draws` (deterministic)."""
+    if kind == "none":
+        return x
+    check_augment(kind, tuple(x.shape[1:]))
+    return crop_flip(x, *draws)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """One batch x (B, ...) augmented by `kind` (a ``Recipe.augment`` value), with the
+    random draws taken from `generator` (CPU); "none" returns x as is and draws nothing.
+    The one augmentation of train_model; the stacked shadow ensemble calls the same two
+    halves (:func:`augment_draws`, then :func:`apply_augment`) per model."""
+    return apply_augment(kind, x, augment_draws(kind, len(x), generator))
+
+
 def check_loss(loss: torch.Tensor, what: str, step: int, limit: float = 1e6) -> None:
     """Stop a run whose loss turned NaN/inf or exploded, naming what and where."""
     value = float(loss.detach())
@@ -170,9 +262,15 @@ def train_model(
     device: str | torch.device | None = None,
     desc: str = "train",
 ) -> nn.Module:
-    """Train `model` in place with cross-entropy on (x, y) and return it (on CPU)."""
+    """Train `model` in place with cross-entropy on (x, y) and return it (on CPU).
+
+    Batches come from :func:`epoch_batches` on a generator seeded with `seed`; with
+    ``recipe.augment`` each batch is then augmented (:func:`augment_batch`) with draws
+    from ``augment_generator(seed)``."""
+    check_augment(recipe.augment, tuple(x.shape[1:]))
     dev = resolve_device(device)
     gen = seed_everything(seed)
+    aug_gen = augment_generator(seed)
     model.to(dev).train()
     xd, yd = x.to(dev), y.to(dev)
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
@@ -184,7 +282,8 @@ def train_model(
                   leave=False):
         for idx in epoch_batches(len(x), recipe.batch_size, gen):
             idx = idx.to(dev)
-            loss = nn.functional.cross_entropy(model(xd[idx]), yd[idx])
+            xb = augment_batch(xd[idx], recipe.augment, aug_gen)
+            loss = nn.functional.cross_entropy(model(xb), yd[idx])
             check_loss(loss, desc, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,13 +296,22 @@ def train_model(
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096,
                    device: str | torch.device | None = None) -> torch.Tensor:
-    """Logits of `model` on `x`, in eval mode, computed in large batches; returned on CPU."""
+    """Logits of `model` on `x`, in eval mode, computed in large batches; returned on CPU.
+    The caller's model is left as it was: on its own device (that of its first parameter or
+    buffer) and in its own training mode."""
     dev = resolve_device(device)
     was_training = model.training
-    model.to(dev).eval()
-    out = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x),
-                                                                               batch_size)]
-    model.train(was_training)
+    first = next(iter(model.parameters()), None)
+    first = first if first is not None else next(iter(model.buffers()), None)
+    home = first.device if first is not None else None
+    try:
+        model.to(dev).eval()
+        out = [model(x[i : i + batch_size].to(dev)).float().cpu()
+               for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+        if home is not None and home != dev:
+            model.to(home)
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -246,7 +246,8 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
             return UliraOutcome({}, {}, f"{e}; U-LiRA replays an oracle with its own references")
     ctx = StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
                        dict(meta.recipe), tuple(split.forget_classes),
-                       dataset_fingerprint(meta.dataset, data_dir))
+                       dataset_fingerprint(meta.dataset, data_dir),
+                       meta.model_source_sha256 or "")
     store = Store(cache)
     k_orig, k_ret = shadow_keys(ctx, n_shadows, 0)
     counts = {"computed": 0, "reused": 0}

@@ -57,7 +57,7 @@ from classunlearn.evaluate import (
     ulira_metrics,
 )
 from classunlearn.methods import make_params
-from classunlearn.models import build_model
+from classunlearn.models import build_model, canonical_model_name, model_source_sha256
 from classunlearn.train import Recipe, default_recipe, override, show_progress
 
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
@@ -151,7 +151,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         raise
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
-    model = cfg.model or DATASETS[cfg.dataset].default_model
+    model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
+    source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
     recipe = study_recipe(cfg)
     shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
     store.put_meta("run", {"version": __version__, "results_format": RESULTS_FORMAT,
@@ -164,7 +165,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         for forget in cfg.forget_classes:
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
-                               recipe.to_dict(), fc, fingerprint)
+                               recipe.to_dict(), fc, fingerprint, source_sha)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
                 f"{shadows} shadows, {cfg.references} references")

@@ -32,7 +32,7 @@ from classunlearn.bench.store import unit_key
 from classunlearn.data import ForgetSplit, load_dataset
 from classunlearn.errors import UserError
 from classunlearn.methods import UnlearnData, make_params, parse_spec
-from classunlearn.models import build_model
+from classunlearn.models import build_model, check_model_source
 from classunlearn.train import Recipe, predict_logits, resolve_device, train_model
 
 RESULTS_FORMAT = 2
@@ -61,14 +61,21 @@ class StudyContext:
     recipe: dict
     forget_classes: tuple[int, ...]
     data_fingerprint: str = ""
+    # plug-in models (MODULE:FUNCTION): SHA-256 of the model's source file, so a changed
+    # file gets new keys (never a stale cached result); "" for registry models
+    model_source_sha256: str = ""
 
     def spec(self) -> dict:
         """The part of every unit key that comes from the study (no path: content only)."""
         out = {k: v for k, v in self.__dict__.items() if k != "data_dir"}
         out["forget_classes"] = list(self.forget_classes)
+        if not self.model_source_sha256:  # registry models keep the keys they always had
+            out.pop("model_source_sha256")
         return {"format": RESULTS_FORMAT, **out}
 
     def load(self) -> tuple[ForgetSplit, Recipe]:
+        # every unit starts here: a plug-in's file must still be the one its keys name
+        check_model_source(self.model, self.model_source_sha256)
         ds = load_dataset(self.dataset, self.data_dir)
         return ForgetSplit(ds, tuple(self.forget_classes)), Recipe.from_dict(self.recipe)
 

@@ -34,6 +34,16 @@ class BEParams(FinetuneParams):
     lr: float = 1e-5
     weight_decay: float = 0.0
     schedule: str = "constant"
+    # The output nn.Linear that gets the shadow row, as its dotted name in the model (e.g.
+    # "fc", "classifier.3"); None: the model's `head`, else the one nn.Linear with one output
+    # per class (models.final_linear).
+    head: str | None = None
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d.get("head") is None:  # unset: keep records and bench keys as they were
+            d.pop("head", None)
+        return d
 
 
 def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
@@ -86,7 +96,7 @@ class BE(FinetuneMethod):
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: BEParams, ctx: RunContext
                 ) -> None:
-        head = final_linear(model)
+        head = final_linear(model, params.head, data.num_classes)
         self.num_outputs = head.out_features
         self.head = widen(head, 1)  # the shadow unit is output number `num_outputs`
         _replace_module(model, head, self.head)

@@ -37,6 +37,7 @@ class RetrainParams(MethodParams):
     weight_decay: float = _RECIPE.weight_decay
     schedule: str = _RECIPE.schedule
     optimizer: str = _RECIPE.optimizer
+    augment: str = _RECIPE.augment
 
     def __post_init__(self) -> None:
         self.recipe()  # Recipe validates every field

@@ -50,6 +50,16 @@ class TRWParams(FinetuneParams):
     # (when p̄ already meets it, β = 0: the projection onto E_q[s] >= c is p̄ itself).
     target_similarity: float | None = None
     retain_weight: float = 1.0  # λ: weight of the retain cross-entropy
+    # The output nn.Linear read by similarity 'weights' and 'features', as its dotted name in
+    # the model (e.g. "fc", "classifier.3"); None: the model's `head`, else the one nn.Linear
+    # with one output per class (models.final_linear). Unused by 'confusion' and 'logits'.
+    head: str | None = None
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if d.get("head") is None:  # unset: keep records and bench keys as they were
+            d.pop("head", None)
+        return d
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,9 +145,10 @@ def trw_targets(logits: torch.Tensor, labels: torch.Tensor, similarity: dict[int
 
 # ---------------------------------------------------------------- class similarity
 
-def _penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _penultimate_features(model: nn.Module, x: torch.Tensor, head: str | None = None,
+                          num_classes: int | None = None) -> torch.Tensor:
     captured: list[torch.Tensor] = []
-    hook = final_linear(model).register_forward_hook(
+    hook = final_linear(model, head, num_classes).register_forward_hook(
         lambda _m, inp, _out: captured.append(inp[0].detach().float().cpu()))
     try:
         predict_logits(model, x)
@@ -164,12 +175,14 @@ def _cosine_similarity(vectors: torch.Tensor, f: int, keep: list[int], tau: floa
 
 
 def class_similarity(model: nn.Module, data: UnlearnData, source: str = "confusion",
-                     tau: float = 0.1, pca_k: int = 0) -> dict[int, torch.Tensor]:
+                     tau: float = 0.1, pca_k: int = 0, head: str | None = None
+                     ) -> dict[int, torch.Tensor]:
     """s for each forget class: a (K,) distribution over the remaining classes.
 
     Sources (paper.md section 2): 'weights' = rows of the final linear layer; 'logits' /
     'features' = class-mean logits / penultimate features of the model over D;
-    'confusion' = mean of p̄ over the class's forget samples (no PCA, no τ)."""
+    'confusion' = mean of p̄ over the class's forget samples (no PCA, no τ). `head` names
+    the output layer for 'weights' and 'features' (see :func:`models.final_linear`)."""
     k = data.num_classes
     keep = list(data.retain_classes)
     x_all = torch.cat([data.x_forget, data.x_retain])
@@ -181,11 +194,11 @@ def class_similarity(model: nn.Module, data: UnlearnData, source: str = "confusi
             out[f] = pbar[data.y_forget == f].mean(0)
         return out
     if source == "weights":
-        vectors = final_linear(model).weight.detach().float().cpu()
+        vectors = final_linear(model, head, k).weight.detach().float().cpu()
     elif source == "logits":
         vectors = _class_means(predict_logits(model, x_all), y_all, k)
     elif source == "features":
-        vectors = _class_means(_penultimate_features(model, x_all), y_all, k)
+        vectors = _class_means(_penultimate_features(model, x_all, head, k), y_all, k)
     else:
         raise ParameterError(f"similarity must be one of {SIMILARITY_SOURCES}, got '{source}'")
     for f in data.forget_classes:
@@ -210,7 +223,8 @@ class TRW(FinetuneMethod):
     def prepare(self, model: nn.Module, data: UnlearnData, params: TRWParams, ctx: RunContext
                 ) -> None:
         # Targets come once from the frozen original model.
-        sim = class_similarity(model, data, params.similarity, params.tau, params.pca_k)
+        sim = class_similarity(model, data, params.similarity, params.tau, params.pca_k,
+                               params.head)
         logits = predict_logits(model, data.x_forget, device=ctx.device)
         self.targets = trw_targets(logits, data.y_forget, sim, data.forget_classes,
                                    params.beta, params.target_similarity).to(ctx.device)
