@@ -19,11 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/classunlearn bench --dataset digits --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts benchmarks examples
 	$(PY) -m pytest -n 2 --durations=15
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts benchmarks examples
 
 bench-perf: $(STAMP)
 	$(PY) benchmarks/run_all.py

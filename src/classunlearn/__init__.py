@@ -1,11 +1,10 @@
 """classunlearn: make a trained classifier forget whole classes (TRW, RWFT and the
 baselines) and audit the forgetting against retrained models with strong attacks."""
 
-# The Python API (classunlearn.api) is a face of the package, like the CLI: it is loaded on
-# first call, so importing the engine (classunlearn.bench, classunlearn.audit, ...) never pulls
-# it in. The metrics subpackage classunlearn.audit is imported first so that the name `audit`
-# below stays the API function.
-import classunlearn.audit  # noqa: E402, F401
+import types
+
+import classunlearn.audit
+import classunlearn.bench
 from classunlearn._version import __version__ as __version__
 from classunlearn.checkpoint import load_checkpoint, save_checkpoint
 from classunlearn.data import DATASETS, Dataset, ForgetSplit, load_dataset
@@ -14,17 +13,32 @@ from classunlearn.methods import METHODS, make_params
 from classunlearn.models import MODELS, build_model
 from classunlearn.train import Recipe, default_recipe, predict_logits, train_model
 
+# The Python API (classunlearn.api) is a face of the package, like the CLI: it is loaded on
+# first call, so importing the engine never pulls it in. `cu.audit(...)` and `cu.bench(...)`
+# share their names with the subpackages classunlearn.audit and classunlearn.bench; rather
+# than shadow the subpackages with functions (which breaks `import classunlearn.bench.store
+# as s` and dotted monkeypatching), the two modules are made callable: calling them calls
+# the API function of the same name.
+
+
+def _callable_module(module: types.ModuleType, api_name: str) -> None:
+    class CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            from classunlearn import api
+
+            return getattr(api, api_name)(*args, **kwargs)
+
+    CallableModule.__call__.__doc__ = f"classunlearn.api.{api_name}: see its docstring"
+    module.__class__ = CallableModule
+
+
+_callable_module(classunlearn.audit, "audit")
+_callable_module(classunlearn.bench, "bench")
+
 
 def unlearn(*args, **kwargs):
     """Make a copy of a model forget classes: see :func:`classunlearn.api.unlearn`."""
     from classunlearn.api import unlearn as run
-
-    return run(*args, **kwargs)
-
-
-def audit(*args, **kwargs):
-    """Measure a model against retrained references: see :func:`classunlearn.api.audit`."""
-    from classunlearn.api import audit as run
 
     return run(*args, **kwargs)
 
@@ -38,6 +52,7 @@ __all__ = [
     "Recipe",
     "UserError",
     "audit",
+    "bench",
     "build_model",
     "default_recipe",
     "load_checkpoint",

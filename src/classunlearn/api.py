@@ -8,18 +8,35 @@
 `model` is any ``torch.nn.Module`` mapping a batch of inputs to class logits. Data is an
 ``(x, y)`` pair of tensors or any ``torch.utils.data.Dataset`` yielding ``(x, y)`` pairs; it
 is used as given (no normalisation).
+
+Every metric of the CLI audit, U-LiRA included, and the whole study (``cu.bench``) run on your
+own architecture and data: pass the function that builds the architecture (``model_fn``,
+``(input_shape, num_classes) -> nn.Module``, defined at module level in a ``.py`` file, or a
+``"path/to/file.py:FUNCTION"`` string) and the recipe the model was trained with::
+
+    report = cu.audit(unlearned, train, test, [3], references, model_fn=build,
+                      recipe=recipe, record=record)          # record: what cu.unlearn returned
+    result = cu.bench(build, train, test, [3], recipe=recipe, out="runs/mine")
+
+Both go through the engine of the CLI, not a copy of it: the data is saved once (content-keyed,
+exactly as given) as the ``tensors`` dataset, the model function becomes a plug-in
+``FILE.py:FUNCTION``, and the bench units, their keys and the metric functions do the rest
+(docs/own_model.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from classunlearn.data import Dataset, ForgetSplit
-from classunlearn.errors import ParameterError
-from classunlearn.evaluate import SplitLogits, basic_metrics
+from classunlearn.errors import ParameterError, UserError
+from classunlearn.evaluate import SplitLogits
 from classunlearn.methods import RunRecord, UnlearnData, make_params
 from classunlearn.train import Recipe
 
@@ -124,18 +141,318 @@ def unlearn(
                          references=references)
 
 
+ModelFn = Callable[..., nn.Module] | str
+
+DATASET = "tensors"
+"""The dataset name of the user's data in bench units (classunlearn.data.tensors)."""
+
+_FACTORY_HOW = ("define it at module level in a .py file (def build(input_shape, num_classes): "
+                "... return model), import it from there and pass that function, or pass "
+                "'path/to/file.py:build': shadow and retrained models are built from that "
+                "file, in worker processes too")
+
+
+def model_reference(model_fn: ModelFn) -> str:
+    """The plug-in reference ``/abs/path/file.py:FUNCTION`` of a model factory.
+
+    A string is a model name as the CLI's ``--model`` takes it (``FILE.py:FUNCTION``,
+    ``dotted.module:FUNCTION`` or a registry name such as ``mlp``). A callable must be
+    importable from its file: a function or class defined at module level in a ``.py`` file.
+    Lambdas, closures, callable objects and functions of a script run as ``__main__`` or of
+    a notebook are refused, saying how to fix it."""
+    from classunlearn.models import MODELS, canonical_model_name, is_plugin, model_source
+
+    if isinstance(model_fn, str):
+        name = model_fn.strip()
+        if not is_plugin(name) and name not in MODELS:
+            raise ParameterError(f"model_fn '{model_fn}' is neither a registry model "
+                                 f"({', '.join(MODELS)}) nor 'MODULE:FUNCTION'; "
+                                 f"{_FACTORY_HOW}")
+        model_source(name)  # the file or module exists
+        return canonical_model_name(name)
+    if isinstance(model_fn, nn.Module):
+        raise ParameterError("model_fn is a model, not the function that builds one; "
+                             + _FACTORY_HOW)
+    if not callable(model_fn):
+        raise ParameterError(f"model_fn must be a function (input_shape, num_classes) -> "
+                             f"nn.Module or a 'MODULE:FUNCTION' string, got a "
+                             f"{type(model_fn).__name__}; {_FACTORY_HOW}")
+    qual = getattr(model_fn, "__qualname__", None)
+    module_name = getattr(model_fn, "__module__", None)
+    label = qual or type(model_fn).__name__
+    if not isinstance(qual, str) or "<lambda>" in qual or "<locals>" in qual:
+        kind = ("a lambda" if qual and "<lambda>" in qual else
+                "defined inside another function" if qual else "not a plain function")
+        raise ParameterError(f"model_fn {label} is {kind}, so it cannot be rebuilt from a "
+                             f"file; {_FACTORY_HOW}")
+    module = sys.modules.get(module_name or "")
+    file = getattr(module, "__file__", None)
+    if module_name == "__main__":
+        raise ParameterError(f"model_fn {qual} is defined in the running script or notebook "
+                             "(__main__), whose file would run again when imported; "
+                             f"{_FACTORY_HOW}")
+    if not file or not str(file).endswith(".py"):
+        raise ParameterError(f"model_fn {qual} comes from module '{module_name}', which has no "
+                             f".py file to import it from; {_FACTORY_HOW}")
+    return f"{Path(file).resolve()}:{qual}"
+
+
+def _check_architecture(model: nn.Module, model_ref: str, input_shape: tuple[int, ...],
+                        num_classes: int) -> None:
+    """Refuse a `model_fn` whose model does not have the audited model's parameters."""
+    from classunlearn.models import build_model
+
+    built = build_model(model_ref, input_shape, num_classes, seed=0)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    if want != got:
+        diff = sorted(set(want.items()) ^ set(got.items()))[:3]
+        raise ParameterError(f"model_fn ({model_ref}) builds a model whose parameters differ "
+                             f"from the audited model's (e.g. {diff}); pass the function "
+                             "that built the audited model")
+
+
+def _save_data(x_tr: torch.Tensor, y_tr: torch.Tensor, x_te: torch.Tensor,
+               y_te: torch.Tensor, num_classes: int, cache: str | Path | None
+               ) -> tuple[Path, Path]:
+    """(cache folder, data file): the data saved as the ``tensors`` dataset, named by its
+    content hash. The default cache is a folder under the system temp dir named by that hash
+    too, so the same data always finds its units again."""
+    from classunlearn.data.tensors import as_arrays, content_sha256, save_tensors
+
+    arrays = as_arrays(x_tr.numpy(), y_tr.numpy(), x_te.numpy(), y_te.numpy(), num_classes)
+    digest = content_sha256(arrays)[:20]
+    folder = Path(cache) if cache is not None else (
+        Path(tempfile.gettempdir()) / "classunlearn-api" / digest)
+    return folder, save_tensors(folder, arrays)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _groups(metrics: str | Sequence[str]) -> list[str]:
+    from classunlearn.bench.audit import parse_metric_groups
+
+    return parse_metric_groups(metrics if isinstance(metrics, str) else ",".join(metrics))
+
+
+# contract keys measured with another key of their group: a missing one shares its reason
+_GROUP_OF = {"ulira_auc": "ulira", "mia_nn_gap": "mia_nn", "mia_nn_z": "mia_nn",
+             "test_acc_forget": "acc_forget"}
+
+
 def audit(
     model: nn.Module,
     train: DataLike,
     test: DataLike,
     forget_classes: Sequence[int],
-    references: list[nn.Module],
+    references: Sequence[nn.Module],
     num_classes: int | None = None,
+    *,
+    model_fn: ModelFn | None = None,
+    recipe: Recipe | None = None,
+    record: RunRecord | None = None,
+    shadows: int = 16,
+    metrics: str | Sequence[str] = "all",
+    cache: str | Path | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Accuracies on D_r, D_f, T_r, T_f, per-class test accuracy and TV distance to the
-    mean output of `references` (models retrained without the forget classes). The class
-    count is the width of the model's output, as in :func:`unlearn`."""
-    split = ForgetSplit.make(_dataset(model, train, test, num_classes, references),
-                             list(forget_classes))
-    refs = [SplitLogits.of(r, split) for r in references]
-    return basic_metrics(SplitLogits.of(model, split), split, refs)
+    """Every metric of ``classunlearn audit`` for an in-memory model, computed by the same
+    functions: Acc_r, Acc_f, TA_r, TA_f (and per-class test accuracy), TV distance to the
+    references' mean output, SVC-MIA, MIA-NN (score, gap, z against the references' spread),
+    U-LiRA with shadow models, Avg.Gap and the method's runtime. Percentages except TV.
+
+    `references` are models retrained without the forget classes (2 or more for MIA-NN z).
+    U-LiRA replays the method that made `model` on shadow models of its architecture, so it
+    needs `model_fn` (builds the architecture: a module-level function in a ``.py`` file, or
+    ``"FILE.py:FUNCTION"``), `recipe` (how `model` was trained; the shadows are trained the
+    same way) and `record` (the RunRecord ``cu.unlearn`` returned: method, parameters, seed).
+    Without them ``ulira`` and ``ulira_auc`` are None and ``result["unavailable"]["ulira"]``
+    says what is missing; no number stands in. Shadow models are bench units cached in
+    `cache` (default: a folder under the system temp dir named by the data's content hash),
+    so a second audit on the same data reuses them. `metrics` is "all" or a list of groups
+    (accuracy, tv, svc_mia, mia_nn, ulira).
+
+    Returns a dict with every contract key (``acc_retain``, ``acc_forget``,
+    ``test_acc_retain``, ``test_acc_forget``, ``svc_mia``, ``mia_nn``, ``mia_nn_gap``,
+    ``mia_nn_z``, ``ulira``, ``ulira_auc``, ``tv``, ``avg_gap``, ``runtime_s``; None where
+    not measured) and the other metrics of the CLI's JSON at the top level, plus
+    ``unavailable`` (key -> why), ``avg_gap_keys`` (the metrics Avg.Gap averages
+    |model - references' mean| over), ``avg_gap_left_out``, ``references`` (each reference
+    audited against the others), ``reference_mean`` and ``ulira_details``."""
+    from classunlearn.bench.audit import CONTRACT_KEYS, check_shadows, measure
+
+    groups = _groups(metrics)
+    check_shadows(shadows, groups)
+    refs = list(references or [])
+    if not refs:
+        raise ParameterError("references: pass at least one model retrained without the forget "
+                             "classes (the yardstick of TV, MIA-NN and Avg.Gap; 2 or more for "
+                             "MIA-NN z)")
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise ParameterError(f"recipe must be a cu.Recipe (how the model was trained), got a "
+                             f"{type(recipe).__name__}")
+    if record is not None and not isinstance(record, RunRecord):
+        raise ParameterError(f"record must be the RunRecord cu.unlearn returned, got a "
+                             f"{type(record).__name__}")
+    model_ref = model_reference(model_fn) if model_fn is not None else None
+    ds = _dataset(model, train, test, num_classes, refs)
+    split = ForgetSplit.make(ds, list(forget_classes))
+    if model_ref is not None:
+        _check_architecture(model, model_ref, ds.input_shape, ds.num_classes)
+    logits = SplitLogits.of(model, split)  # once per model, reused by every metric
+    ref_logits = [SplitLogits.of(r, split) for r in refs]
+
+    def ulira():
+        return _ulira(split, model_ref, recipe, record, shadows, cache,
+                      [logits, *ref_logits], log or _stderr)
+
+    core = measure(split, logits, ref_logits, groups, seed=seed, ulira=ulira,
+                   runtime_s=record.wall_time_s if record is not None else None,
+                   runtime_missing="pass record= (the RunRecord cu.unlearn returned): it "
+                   "holds the method's wall time")
+    unavailable = core["unavailable"]
+    for key in CONTRACT_KEYS:  # every missing contract key says why
+        if core["metrics"].get(key) is None and key not in unavailable:
+            group = _GROUP_OF.get(key, key)
+            unavailable[key] = unavailable.get(group, f"not requested (metrics={metrics!r})")
+    return {**core["metrics"], "forget_classes": list(split.forget_classes),
+            "method": record.method if record is not None else None,
+            "method_params": record.params if record is not None else None,
+            "metric_groups": groups, "avg_gap_keys": core["avg_gap_keys"],
+            "avg_gap_left_out": core["avg_gap_left_out"], "references": core["references"],
+            "reference_mean": core["reference_mean"], "ulira_details": core["ulira_details"],
+            "unavailable": unavailable}
+
+
+def _ulira(split: ForgetSplit, model_ref: str | None, recipe: Recipe | None,
+           record: RunRecord | None, shadows: int, cache: str | Path | None,
+           audited: list[SplitLogits], log: Callable[[str], None]):
+    """U-LiRA through the bench's units (``bench.audit.replay_ulira``), or why not."""
+    from classunlearn.bench.audit import RecordedMethod, UliraOutcome, rebuild_method, replay_ulira
+    from classunlearn.bench.units import StudyContext
+    from classunlearn.data import dataset_fingerprint
+    from classunlearn.models import model_source_sha256
+
+    if shadows == 0:
+        return UliraOutcome({}, {}, "skipped (shadows=0)")
+    missing = [n for n, v in (("model_fn", model_ref), ("recipe", recipe), ("record", record))
+               if v is None]
+    if missing:
+        return UliraOutcome({}, {}, f"{', '.join(missing)} not given: pass model_fn and recipe "
+                            "(how the model was trained) to train shadow models, and record "
+                            "(what cu.unlearn returned) to replay the method on them")
+    assert model_ref is not None and recipe is not None and record is not None
+    done = tuple(sorted(int(c) for c in record.forget_classes))
+    if done != tuple(split.forget_classes):
+        return UliraOutcome({}, {}, f"the record is of unlearning classes {list(done)}, not the "
+                            f"audited forget classes {list(split.forget_classes)}")
+    if record.oracle:
+        return UliraOutcome({}, {}, f"{record.method} is an oracle: U-LiRA replays it with the "
+                            "retrained models it read, which a RunRecord does not hold (the "
+                            "CLI's unlearn records them; audit its checkpoint there)")
+    method = RecordedMethod(record.method, dict(record.params), int(record.seed),
+                            "the RunRecord cu.unlearn returned")
+    try:
+        cls, params = rebuild_method(method, DATASET, recipe.to_dict())
+    except UserError as e:
+        return UliraOutcome({}, {}, f"the recorded method cannot be rebuilt: {e}")
+    if cls.follows_recipe:
+        given = recipe.to_dict()
+        differ = sorted(k for k, v in record.params.items() if k in given and given[k] != v)
+        if differ:
+            raise ParameterError(f"record is a retrain with {differ} = "
+                                 f"{[record.params[k] for k in differ]} but recipe= has "
+                                 f"{[given[k] for k in differ]}; retrain follows the "
+                                 "original's recipe: pass the recipe the model was trained with")
+    d = split.dataset
+    folder, path = _save_data(d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes, cache)
+    ctx = StudyContext(DATASET, str(path), model_ref, {}, recipe.to_dict(),
+                       tuple(split.forget_classes), dataset_fingerprint(DATASET, path),
+                       model_source_sha256(model_ref) or "")
+    return replay_ulira(ctx, split, method, cls, params, shadows, folder, audited, [], [], log)
+
+
+def _studies(forget_classes: int | Sequence[int] | Sequence[Sequence[int]]) -> list[list[str]]:
+    """One study per forget set: ``3`` or ``[3, 8]`` (forgotten together) is one study,
+    ``[[3], [8]]`` two."""
+    if isinstance(forget_classes, int | str):
+        return [[str(forget_classes)]]
+    items = list(forget_classes)
+    if items and all(isinstance(c, Sequence) and not isinstance(c, str) for c in items):
+        return [[str(c) for c in fs] for fs in items]
+    return [[str(c) for c in items]]
+
+
+def bench(
+    model_fn: ModelFn,
+    train: DataLike,
+    test: DataLike,
+    forget_classes: int | Sequence[int] | Sequence[Sequence[int]],
+    *,
+    recipe: Recipe,
+    methods: str | Sequence[str] = "all",
+    seeds: int = 3,
+    shadows: int = 16,
+    references: int = 3,
+    out: str | Path = "runs/bench",
+    executor: str = "local",
+    num_classes: int | None = None,
+    log: Callable[[str], None] = _stderr,
+    **more: object,
+):
+    """The whole study of ``classunlearn bench`` on your architecture and data: originals
+    (one per seed), `references` models retrained without the forget classes, U-LiRA shadow
+    sets, and every method in `methods` ("all", "trw,ft" or a list) run on each original and
+    replayed on the shadows, all trained with `recipe`. Writes results.db, results.json,
+    results.csv, report.md and report.html in `out` (resumable: a rerun reuses every finished
+    unit) and returns the :class:`~classunlearn.bench.runner.BenchResult` (``.summary``:
+    method -> metric -> mean/std).
+
+    `model_fn` builds the architecture (see :func:`model_reference`); the class count is
+    `num_classes`, else the largest label + 1. `forget_classes`: ``3`` or ``[3, 8]`` (one
+    study forgetting them together) or ``[[3], [8]]`` (two studies). The data is saved in
+    `out` as the ``tensors`` dataset (exactly as given). `executor`: "local" (this process),
+    "process" (one single-threaded worker per core; workers start by re-importing the
+    calling script, so guard a script's top level with ``if __name__ == "__main__":``) or
+    "ray" (every node needs the same `out` path and model file). Any other BenchConfig
+    field passes through `more` (``quick=True``, ``epochs=5``,
+    ``method_params={"trw": {"beta": "5"}}``, ``model_kwargs={...}``, ``workers=2``, ...)."""
+    import dataclasses
+
+    from classunlearn.bench.runner import ALL_METHODS, BenchConfig, run_bench
+    from classunlearn.data.tensors import as_arrays, save_tensors
+
+    if not isinstance(recipe, Recipe):
+        raise ParameterError(f"recipe must be a cu.Recipe (how every model of the study is "
+                             f"trained), got a {type(recipe).__name__}")
+    fields = {f.name for f in dataclasses.fields(BenchConfig)}
+    fixed = {"dataset", "data_dir", "model", "recipe", "forget_classes", "methods", "seeds",
+             "shadows", "references", "executor", "out"}
+    bad = sorted(set(more) - (fields - fixed))
+    if bad:
+        raise ParameterError(f"cu.bench got unknown or fixed argument(s) {bad}; it passes "
+                             f"these on: {', '.join(sorted(fields - fixed))}")
+    model_ref = model_reference(model_fn)
+    x_tr, y_tr = _tensors(train, "train")
+    x_te, y_te = _tensors(test, "test")
+    if len(y_tr) == 0 or len(y_te) == 0:
+        raise ParameterError("cu.bench needs train and test samples; one of them is empty")
+    low, high = int(min(y_tr.min(), y_te.min())), int(max(y_tr.max(), y_te.max()))
+    k = num_classes if num_classes is not None else high + 1
+    if low < 0 or high >= k or k < 2:
+        raise ParameterError(f"labels run from {low} to {high}, but classes are 0..{k - 1}; "
+                             "relabel the data as 0..K-1 (K >= 2) or fix num_classes")
+    method_list = (list(ALL_METHODS) if methods == "all" else
+                   [m.strip() for m in methods.split(",") if m.strip()]
+                   if isinstance(methods, str) else list(methods))
+    arrays = as_arrays(x_tr.numpy(), y_tr.numpy(), x_te.numpy(), y_te.numpy(), k)
+    path = save_tensors(Path(out), arrays)  # named by its content hash
+    cfg = BenchConfig(dataset=DATASET, data_dir=str(path), model=model_ref,
+                      forget_classes=_studies(forget_classes), methods=method_list,
+                      seeds=seeds, shadows=shadows, references=references,
+                      executor=executor, out=str(out), recipe=recipe.to_dict(),
+                      **more)  # type: ignore[arg-type]
+    return run_bench(cfg, log=log)

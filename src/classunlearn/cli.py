@@ -1,4 +1,4 @@
-"""The `classunlearn` command line: datasets, methods, train, unlearn, audit (and bench,
+"""The `classunlearn` command line: datasets, methods, train, unlearn, audit, tune (and bench,
 report). Bad input exits 2 with one line on stderr; internal failures exit 1 with the
 traceback written to a log file, not the screen."""
 
@@ -241,6 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         executor=args.executor, address=args.address, workers=args.workers,
         gpus_per_task=args.gpus_per_task, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out)
+    cfg.tune = args.tune
     import time as _time
 
     start = _time.perf_counter()
@@ -251,6 +252,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"FAILED {k}: {v}")
     print(f"\n{result.computed} units computed, {result.reused} reused, "
           f"{_time.perf_counter() - start:.0f} s; report: {result.out / 'report.html'}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from classunlearn.bench.runner import ALL_METHODS
+    from classunlearn.tune import chosen_line, format_table, tunable_methods, tune_checkpoint
+
+    if args.methods == "all":
+        methods = tunable_methods(ALL_METHODS)
+    else:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or len(set(methods)) != len(methods):
+        raise ParameterError(f"--methods '{args.methods}' is empty or names a method twice; "
+                             "give 'all' or a comma-separated list of distinct methods")
+    out = tune_checkpoint(args.checkpoint, args.forget_class, methods, args.data_dir,
+                          args.out, args.seed,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    for r in out.results:
+        print(format_table(r) + "\n")
+    print("chosen (flags for `classunlearn unlearn`; bench: --set METHOD:KEY=VALUE):")
+    for r in out.results:
+        print(chosen_line(r))
+    print(f"\n{out.computed} units computed, {out.reused} reused (cache {out.cache})")
     return 0
 
 
@@ -355,8 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray only: GPUs each unit asks the cluster for (e.g. 1 or 0.25)")
     b.add_argument("--epochs", type=int, help="override the training recipe's epochs")
     b.add_argument("--quick", action="store_true", help="half the epochs and 8 shadows")
+    b.add_argument("--tune", action="store_true",
+                   help="first choose each method's lr/epochs on the original (see `tune`); "
+                        "explicit --set values win")
     b.add_argument("--out", default="runs/bench")
     b.set_defaults(func=cmd_bench)
+
+    tu = sub.add_parser("tune", help="choose each method's lr and epochs for a checkpoint "
+                        "(forget accuracy <= 1%%, then best accuracy on held-out D_r)")
+    tu.add_argument("--checkpoint", required=True, help="the original model (from `train`)")
+    tu.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    tu.add_argument("--methods", default="all",
+                    help="'all' (every tunable method) or a comma-separated list")
+    tu.add_argument("--data-dir")
+    tu.add_argument("--out", metavar="DIR", help="cache of the tuning runs (default: "
+                    ".classunlearn-cache beside the checkpoint)")
+    tu.add_argument("--seed", type=int, default=0,
+                    help="seed of the validation split and of every run")
+    tu.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild report.md/report.html from a bench's results")
     r.add_argument("--out", required=True)

@@ -195,6 +195,20 @@ def _oracle_references(meta: CheckpointMeta, ds, audit_shas: list[str]
     return arrays, shas
 
 
+def rebuild_method(method: RecordedMethod, dataset: str, recipe: dict):
+    """(method class, params) of a recorded method, as U-LiRA replays it: a method that
+    follows the recipe (retrain) takes its recorded recipe (else `recipe`), any other its
+    recorded parameters. A UserError says why it cannot be rebuilt."""
+    from classunlearn.methods import make_params, parse_spec
+    from classunlearn.train import Recipe
+
+    cls = parse_spec(method.name)[0]
+    if cls.follows_recipe:
+        return make_params(method.name, dataset, None,
+                           recipe=Recipe.from_dict(method.params or recipe))
+    return make_params(method.name, dataset, {k: str(v) for k, v in method.params.items()})
+
+
 def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: str | None,
               n_shadows: int, cache: Path, model_logits: SplitLogits,
               ref_logits: list[SplitLogits], ref_shas: list[str],
@@ -203,22 +217,8 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
     shadow sets, the same replay, the same keys, so a bench --out folder works as the cache
     and the other way round), leave-one-out over the shadows, plus the share of D_f that the
     shadows call "unlearned" for the audited model and each reference."""
-    from classunlearn.bench.executors import LocalExecutor
-    from classunlearn.bench.runner import run_units
-    from classunlearn.bench.store import Store
-    from classunlearn.bench.units import (
-        SEED_SHADOW_ORIGINALS,
-        SEED_SHADOW_RETRAINS,
-        StudyContext,
-        replay_key,
-        shadow_keys,
-        unit_replay,
-        unit_shadows,
-    )
+    from classunlearn.bench.units import StudyContext
     from classunlearn.data import dataset_fingerprint
-    from classunlearn.evaluate import ulira_metrics
-    from classunlearn.methods import make_params, parse_spec
-    from classunlearn.train import Recipe
 
     if n_shadows == 0:
         return UliraOutcome({}, {}, "skipped (--shadows 0)")
@@ -227,13 +227,7 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
         return UliraOutcome({}, {}, f"{ckpt.name}: {why}; U-LiRA must replay the method that "
                             "made the model on shadow models")
     try:
-        cls = parse_spec(method.name)[0]
-        if cls.follows_recipe:
-            _, params = make_params(method.name, meta.dataset, None,
-                                    recipe=Recipe.from_dict(method.params or meta.recipe))
-        else:
-            _, params = make_params(method.name, meta.dataset,
-                                    {k: str(v) for k, v in method.params.items()})
+        cls, params = rebuild_method(method, meta.dataset, meta.recipe)
     except UserError as e:
         return UliraOutcome({}, {}, f"the recorded method cannot be rebuilt: {e}")
     ds = split.dataset
@@ -248,6 +242,32 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
                        dict(meta.recipe), tuple(split.forget_classes),
                        dataset_fingerprint(meta.dataset, data_dir),
                        meta.model_source_sha256 or "")
+    return replay_ulira(ctx, split, method, cls, params, n_shadows, cache,
+                        [model_logits, *ref_logits], oracle_arrays, oracle_shas, log)
+
+
+def replay_ulira(ctx, split: ForgetSplit, method: RecordedMethod, cls, params,
+                 n_shadows: int, cache: Path, audited: list[SplitLogits],
+                 oracle_arrays: list[dict], oracle_shas: list[str],
+                 log: Callable[[str], None]) -> UliraOutcome:
+    """U-LiRA of `method` (class `cls`, resolved `params`) in the study `ctx`: the bench's
+    shadow units for study seed 0 and the method's replay on them, run through
+    ``run_units`` with a :class:`Store` in `cache`. `audited` are the audited model's
+    logits, then each reference's (their "flagged" shares). The CLI audit (``run_ulira``)
+    and the Python API (``cu.audit``) both come here."""
+    from classunlearn.bench.executors import LocalExecutor
+    from classunlearn.bench.runner import run_units
+    from classunlearn.bench.store import Store
+    from classunlearn.bench.units import (
+        SEED_SHADOW_ORIGINALS,
+        SEED_SHADOW_RETRAINS,
+        replay_key,
+        shadow_keys,
+        unit_replay,
+        unit_shadows,
+    )
+    from classunlearn.evaluate import ulira_metrics
+
     store = Store(cache)
     k_orig, k_ret = shadow_keys(ctx, n_shadows, 0)
     counts = {"computed": 0, "reused": 0}
@@ -275,7 +295,7 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
         return UliraOutcome({}, details, f"{method.name} diverged on a shadow model: "
                             f"{info['failed']}")
     metrics, u, flagged = ulira_metrics(split, arrays["phi"], done[k_orig][0], done[k_ret][0],
-                                        [model_logits, *ref_logits])
+                                        audited)
     metrics["ulira_flagged"] = flagged[0]
     details["reference_flagged"] = flagged[1:]
     details["variance"] = u.variance
@@ -359,10 +379,52 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
 
     logits = SplitLogits.of(model, split)  # once per model, reused by every metric
     ref_logits = [SplitLogits.of(r, split) for r in refs]
-    others = [ref_logits[:i] + ref_logits[i + 1:] for i in range(len(refs))]
+    ulira = None
+    if "ulira" in groups:
+        cache = Path(args.cache) if getattr(args, "cache", None) else (
+            ckpt.resolve().parent / ".classunlearn-cache")
+
+        def ulira() -> UliraOutcome:
+            return run_ulira(ckpt, meta, split, args.data_dir, n_shadows, cache, logits,
+                             ref_logits, ref_shas, log)
+    runtime = (float(meta.method["wall_time_s"]) if meta.method
+               and _finite(meta.method.get("wall_time_s")) else None)
+    core = measure(split, logits, ref_logits, groups, mia_feature=mia_feature,
+                   svc_feature=svc_feature, seed=seed, ulira=ulira, runtime_s=runtime,
+                   runtime_missing="the sidecar records no unlearning run (only `unlearn` "
+                   "records one)")
+    method, _ = recorded_method(meta, split.forget_classes)
+    result = {
+        "checkpoint": str(ckpt), "dataset": meta.dataset,
+        "forget_classes": list(split.forget_classes),
+        "method": method.name if method else (meta.method or {}).get("name", "unknown"),
+        "method_params": method.params if method else None,
+        "metric_groups": groups, "metrics": core["metrics"],
+        "avg_gap_keys": core["avg_gap_keys"], "avg_gap_left_out": core["avg_gap_left_out"],
+        "references": [{"checkpoint": p, **m} for p, m in zip(ref_paths, core["references"])],
+        "reference_mean": core["reference_mean"], "ulira_details": core["ulira_details"],
+        "unavailable": core["unavailable"],
+    }
+    print(render(result, split))
+    return result
+
+
+def measure(split: ForgetSplit, logits: SplitLogits, ref_logits: list[SplitLogits],
+            groups: list[str], *, mia_feature: str | None = None,
+            svc_feature: str | None = None, seed: int = 0,
+            ulira: Callable[[], UliraOutcome] | None = None, runtime_s: float | None = None,
+            runtime_missing: str = "no unlearning run was recorded") -> dict:
+    """Every metric of the audit from logits computed once: the audited model's, and each
+    reference's against the other references; Avg.Gap over the keys both sides measured.
+    `ulira` runs U-LiRA (``run_ulira`` for a checkpoint, the API's replay for in-memory
+    models). Returns ``metrics`` (every CONTRACT_KEYS key, None where not measured),
+    ``references`` (one dict per reference), ``reference_mean``, ``avg_gap_keys``,
+    ``avg_gap_left_out``, ``ulira_details`` and ``unavailable`` (key -> why). The CLI audit
+    and ``cu.audit`` both come here."""
+    others = [ref_logits[:i] + ref_logits[i + 1:] for i in range(len(ref_logits))]
     unavailable: dict[str, str] = {}
     metrics: dict = {}
-    ref_metrics: list[dict] = [{} for _ in refs]
+    ref_metrics: list[dict] = [{} for _ in ref_logits]
 
     if "accuracy" in groups:
         metrics.update(_pick(basic_metrics(logits, split), ["accuracy"]))
@@ -373,7 +435,7 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
         for i, r in enumerate(ref_logits):
             if others[i]:
                 ref_metrics[i].update(_pick(basic_metrics(r, split, others[i]), ["tv"]))
-        if len(refs) < 2:
+        if len(ref_logits) < 2:
             unavailable["tv (references)"] = "needs 2 references to compare them"
     attack = [g for g in ("svc_mia", "mia_nn") if g in groups]
     nn = nn_classes(split, ref_logits) if attack else {}
@@ -386,26 +448,22 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
                                      seed)
         for i, row in enumerate(rows):
             ref_metrics[i].update(_pick(row, attack))
-        if "mia_nn" in groups and len(refs) < 2:
+        if "mia_nn" in groups and len(ref_logits) < 2:
             unavailable["mia_nn_z"] = ("needs at least 2 references (z divides the gap by "
                                        "the references' sd)")
     ulira_details: dict = {}
     if "ulira" in groups:
-        cache = Path(args.cache) if getattr(args, "cache", None) else (
-            ckpt.resolve().parent / ".classunlearn-cache")
-        out = run_ulira(ckpt, meta, split, args.data_dir, n_shadows, cache, logits,
-                        ref_logits, ref_shas, log)
+        out = ulira() if ulira is not None else UliraOutcome({}, {}, "not measured here")
         metrics.update(out.metrics)
         ulira_details = out.details
         for i, v in enumerate(out.details.get("reference_flagged", [])):
             ref_metrics[i]["ulira_flagged"] = v
         if out.unavailable:
             unavailable["ulira"] = out.unavailable
-    if meta.method and _finite(meta.method.get("wall_time_s")):
-        metrics["runtime_s"] = float(meta.method["wall_time_s"])
+    if runtime_s is not None and _finite(runtime_s):
+        metrics["runtime_s"] = float(runtime_s)
     else:
-        unavailable["runtime_s"] = ("the sidecar records no unlearning run (only `unlearn` "
-                                    "records one)")
+        unavailable["runtime_s"] = runtime_missing
 
     ref_mean = {k: float(np.mean([r[k] for r in ref_metrics])) for k in GAP_KEYS
                 if ref_metrics and all(_finite(r.get(k)) for r in ref_metrics)}
@@ -422,21 +480,9 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
     left_out = [k for k in GAP_KEYS if k not in gap_keys]
     for key in CONTRACT_KEYS:
         metrics.setdefault(key, None)
-    method, _ = recorded_method(meta, split.forget_classes)
-    result = {
-        "checkpoint": str(ckpt), "dataset": meta.dataset,
-        "forget_classes": list(split.forget_classes),
-        "method": method.name if method else (meta.method or {}).get("name", "unknown"),
-        "method_params": method.params if method else None,
-        "metric_groups": groups, "metrics": metrics,
-        "avg_gap_keys": gap_keys, "avg_gap_left_out": left_out,
-        "references": [{"checkpoint": p, **m} for p, m in zip(ref_paths, ref_metrics)],
-        "reference_mean": ref_mean, "ulira_details": ulira_details,
-        "unavailable": unavailable,
-    }
-    print(render(result, split))
-    return result
-
+    return {"metrics": metrics, "references": ref_metrics, "reference_mean": ref_mean,
+            "avg_gap_keys": gap_keys, "avg_gap_left_out": left_out,
+            "ulira_details": ulira_details, "unavailable": unavailable}
 
 # ------------------------------------------------------------------ output
 

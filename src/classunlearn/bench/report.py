@@ -260,6 +260,15 @@ def version_warnings(details: dict | None) -> list[str]:
     return out
 
 
+def study_warnings(details: dict | None) -> list[str]:
+    """The warnings the runner stored per study (details[study]["warnings"]: methods that
+    leave TA_r far below the original's, see classunlearn.tune.retain_warnings)."""
+    studies = {s: d["warnings"] for s, d in (details or {}).items()
+               if isinstance(d, dict) and isinstance(d.get("warnings"), list)}
+    return [str(w) + (f" (study {s})" if len(studies) > 1 else "")
+            for s, ws in studies.items() for w in ws]
+
+
 def render_tables(results: dict, oracles: set[str]) -> str:
     from classunlearn.bench.summary import DROP_NOTE, HEADER, has_drops, table_rows
 
@@ -296,7 +305,7 @@ def write_report(out: Path, results: dict, failed: dict, details: dict | None = 
               "T_f. Avg.Gap: mean |metric - retrain| over Acc_r, Acc_f, TA_r, TA_f, SVC-MIA, "
               "MIA-NN, U-LiRA. Methods ranked by Avg.Gap; ORACLE methods read retrained "
               "models." + ("" if DROP_NOTE in tables else " " + DROP_NOTE))
-    warnings = version_warnings(details)
+    warnings = version_warnings(details) + study_warnings(details)
     warn_md = "".join(f"**{w}**\n\n" for w in warnings)
     fail = "".join(f"\n- FAILED {k}: {v}" for k, v in failed.items())
     write_text_atomic(out / "report.md", f"# classunlearn bench report\n\n{warn_md}{legend}\n\n"

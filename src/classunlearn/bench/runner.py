@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from classunlearn._version import __version__
-from classunlearn.audit.basic import avg_gap
+from classunlearn.audit.basic import accuracy, avg_gap
 from classunlearn.audit.ulira import check_shadow_count
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store
@@ -59,6 +59,7 @@ from classunlearn.evaluate import (
 from classunlearn.methods import make_params
 from classunlearn.models import build_model, canonical_model_name, model_source_sha256
 from classunlearn.train import Recipe, default_recipe, override, show_progress
+from classunlearn.tune import apply_tuning, bench_tune_units, study_retain_warnings
 
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
 # worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
@@ -82,7 +83,11 @@ class BenchConfig:
     gpus_per_task: float = 0.0  # Ray only: GPUs each task asks the cluster for
     quick: bool = False
     epochs: int | None = None
+    # the study's training recipe (Recipe.to_dict()); None: the dataset's default recipe.
+    # --quick and epochs apply on top of it (study_recipe)
+    recipe: dict | None = None
     method_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    tune: bool = False  # --tune: choose lr/epochs per method first (classunlearn.tune)
     out: str = "runs/bench"
 
     def validate(self) -> None:
@@ -99,7 +104,7 @@ class BenchConfig:
             raise UserError("--methods must list each method once, e.g. --methods trw,ft")
         for spec in self.methods:
             make_params(spec, self.dataset, self.method_params.get(spec),
-                        recipe=default_recipe(self.dataset))
+                        recipe=study_recipe(self))
         unused = sorted(set(self.method_params) - set(self.methods))
         if unused:
             raise UserError(f"--set names method(s) {unused} that this bench does not run; "
@@ -119,7 +124,7 @@ class BenchConfig:
                                 "another class")
         build_model(self.model or DATASETS[self.dataset].default_model, ds.input_shape,
                     ds.num_classes, **self.model_kwargs)
-        override(default_recipe(self.dataset), epochs=self.epochs)  # checks --epochs
+        study_recipe(self)  # checks --epochs and the recipe
 
 
 @dataclass
@@ -134,7 +139,7 @@ class BenchResult:
 
 def study_recipe(cfg: BenchConfig) -> Recipe:
     """The one recipe of a study: originals, references, shadows and the `retrain` row."""
-    recipe = default_recipe(cfg.dataset)
+    recipe = default_recipe(cfg.dataset) if cfg.recipe is None else Recipe.from_dict(cfg.recipe)
     if cfg.quick:
         recipe = override(recipe, epochs=max(1, recipe.epochs // 2))
     return override(recipe, epochs=cfg.epochs)
@@ -261,6 +266,10 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
                                   unit_shadows, (ctx, SEED_SHADOW_RETRAINS + s, n_shadows,
                                                  True)))
     done.update(run_units(store, executor, stage_shadows, counts, log, "shadows"))
+    tuned = None
+    if cfg.tune:
+        specs, tuned = _tune_study(cfg, ctx, specs, originals, done, store, executor, counts,
+                                   log)
 
     stage_b, method_keys, replay_keys = [], {}, {}
     for spec, (cls, params) in specs.items():
@@ -283,9 +292,39 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     started = time.perf_counter()
     out = _study_metrics(cfg, ctx, study, done, method_keys, replay_keys, refs, sh_orig,
                          sh_ret)
+    _retain_check(ctx, out, done, originals, tuned, log)
     counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
     counts["stage_s"]["audit"] += time.perf_counter() - started
     return out
+
+
+def _tune_study(cfg: BenchConfig, ctx: StudyContext, specs: dict, originals: dict,
+                done: dict, store: Store, executor, counts: dict, log: Callable[[str], None]
+                ) -> tuple[dict, dict]:
+    """--tune: tune each tunable method on the seed-0 original (cached units), then give it
+    the chosen values; explicit --set values win."""
+    units, keys = bench_tune_units(ctx, specs, originals[0], done[originals[0]][0])
+    done.update(run_units(store, executor, units, counts, log, "tune"))
+    return apply_tuning(specs, done, keys, cfg.method_params, log)
+
+
+def _retain_check(ctx: StudyContext, out: tuple, done: dict, originals: dict,
+                  tuned: dict | None, log: Callable[[str], None]) -> None:
+    """Warn (log and report) about methods that leave TA_r far below the original's; record
+    what --tune chose."""
+    details, _, rows = out
+    if tuned is not None:
+        details["tuned"] = tuned
+
+    def original_ta() -> float:
+        split, _ = ctx.load()
+        labels = split.part("test_retain")[1]
+        return float(np.mean([accuracy(split_logits(done[k][0], split).test_retain, labels)
+                              for k in originals.values()]))
+
+    details["warnings"] = study_retain_warnings(rows, original_ta, set(tuned or {}))
+    for w in details["warnings"]:
+        log(w)
 
 
 def split_logits(arrays: dict, split: ForgetSplit) -> SplitLogits:

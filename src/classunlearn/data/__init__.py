@@ -22,6 +22,8 @@ class DatasetInfo:
     # The absolute paths of the files `load` reads, found without reading them (the same
     # discovery code the loader runs); None: the data is generated, no file is read.
     files: Callable[[Path | None], tuple[str, ...]] | None = None
+    # False: the arrays are used exactly as stored (`tensors`: the Python API's own data)
+    standardise: bool = True
 
 
 _T = TypeVar("_T")
@@ -93,6 +95,14 @@ def _file_based() -> None:
     for name, desc, model, load, files in specs:
         _register(DatasetInfo(name, desc, False, model, _needs_dir(name, load),
                               _needs_dir(name, files)))
+    from classunlearn.data import tensors
+
+    _register(DatasetInfo(
+        "tensors", "data passed to the Python API (cu.audit, cu.bench) as tensors, saved as "
+        "a .npz and used exactly as given (no standardisation)", False, "mlp",
+        _needs_dir("tensors", lambda d: tensors.load_tensors(_npz_path(d))),
+        _needs_dir("tensors", lambda d: tensors.tensors_files(_npz_path(d))),
+        standardise=False))
 
 
 def _npz_path(d: Path) -> Path:
@@ -140,7 +150,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     key = (name, str(data_dir))
     if key not in _CACHE:
         raw = DATASETS[name].load(Path(data_dir) if data_dir is not None else None)
-        _CACHE[key] = Dataset.from_raw(name, raw)
+        _CACHE[key] = Dataset.from_raw(name, raw, standardise=DATASETS[name].standardise)
     return _CACHE[key]
 
 

@@ -91,7 +91,12 @@ class MethodParams:
     """Base of every method's hyperparameter dataclass."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if "head" in d and d["head"] is None:
+            # the optional output-layer name (TRW, BE): unset, it stays out of run records
+            # and bench keys, so they read as before it existed
+            del d["head"]
+        return d
 
 
 @dataclass(frozen=True)

@@ -39,12 +39,6 @@ class BEParams(FinetuneParams):
     # per class (models.final_linear).
     head: str | None = None
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if d.get("head") is None:  # unset: keep records and bench keys as they were
-            d.pop("head", None)
-        return d
-
 
 def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
     """Put `new` where `old` sits in `model` (found by identity, at any depth)."""

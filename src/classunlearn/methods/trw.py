@@ -55,12 +55,6 @@ class TRWParams(FinetuneParams):
     # with one output per class (models.final_linear). Unused by 'confusion' and 'logits'.
     head: str | None = None
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if d.get("head") is None:  # unset: keep records and bench keys as they were
-            d.pop("head", None)
-        return d
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.similarity not in SIMILARITY_SOURCES:
