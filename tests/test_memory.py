@@ -76,6 +76,7 @@ def test_per_batch_normalisation_equals_the_old_float_path_exactly(pair) -> None
     idx = torch.tensor([5, 0, 59, 5])
     assert torch.equal(to_input(ds.x_train[idx]), old.x_train[idx])
     assert torch.equal(to_input(ds.x_train[3:9]), old.x_train[3:9])
+    assert torch.equal(to_input(ds.x_train[7]), old.x_train[7])
     both = cat_inputs([ds.x_train[:4], ds.x_test[:2]])
     assert isinstance(both, Images)
     assert torch.equal(to_input(both), torch.cat([old.x_train[:4], old.x_test[:2]]))

@@ -54,6 +54,8 @@ class Images:
 
     def inputs(self) -> torch.Tensor:
         """The float32 inputs of every image held (normalised)."""
+        if self.u8.dim() < self.mean.dim():  # one image (x[i]): statistics shaped (C, 1, 1)
+            return to_input(self.u8, self.mean[0], self.std[0])
         return to_input(self.u8, self.mean, self.std)
 
     def channel_range(self) -> torch.Tensor:
