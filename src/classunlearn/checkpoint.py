@@ -46,6 +46,9 @@ class CheckpointMeta:
     parent_sha256: str | None = None  # weights the method started from
     # plug-in models (MODULE:FUNCTION) only: SHA-256 of the file that defines the model
     model_source_sha256: str | None = None
+    # 8-bit image data: the per-channel mean and std (of the train split, in [0, 1] units)
+    # the inputs were normalised with, (x / 255 - mean) / std; None for float data
+    input_norm: dict | None = None
     sha256: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -187,7 +190,8 @@ def _check_meta_types(meta: CheckpointMeta) -> None:
               isinstance(meta.recipe, dict), "excluded_classes": ints(meta.excluded_classes),
               "sha256": isinstance(meta.sha256, str), "method": meta.method is None
               or isinstance(meta.method, dict), "model_source_sha256":
-              meta.model_source_sha256 is None or isinstance(meta.model_source_sha256, str)}
+              meta.model_source_sha256 is None or isinstance(meta.model_source_sha256, str),
+              "input_norm": meta.input_norm is None or isinstance(meta.input_norm, dict)}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise TypeError(f"field(s) {', '.join(bad)} have the wrong type")

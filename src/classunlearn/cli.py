@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           input_shape=list(ds.input_shape), model=model_name,
                           model_kwargs=model_kwargs, excluded_classes=excluded,
                           recipe=recipe.to_dict(), seed=args.seed,
-                          model_source_sha256=source_sha)
+                          model_source_sha256=source_sha, input_norm=ds.norm_stats)
     save_checkpoint(model, meta, out)
     print(f"wrote {out} ({'retrained without ' + str(excluded) if excluded else 'original'})")
     return 0

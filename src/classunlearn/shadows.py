@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from classunlearn.data.core import Images, to_input
 from classunlearn.errors import ParameterError, TrainingDiverged
 from classunlearn.models import MODELS, Classifier, build_model
 from classunlearn.train import (
@@ -498,9 +499,11 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
     # With augmentation the inputs stay (n, C, H, W): each batch is gathered, augmented,
     # then put in the first layer's layout.
     xd = x.to(dev)
-    xr = xd if kind != "none" else net.prepare(xd)
+    # 8-bit images stay uint8 on the device: each batch is normalised, then prepared.
+    images = isinstance(xd, Images)
+    xr = xd if kind != "none" or images else net.prepare(xd)
     if isinstance(net, _VmapNet):
-        net.probe(params, xr)
+        net.probe(params, to_input(xr[:2]) if images else xr)
     opt = _StackedOptimizer(list(params.values()), recipe)
     dtype = next(iter(params.values())).dtype
     yd = y.to(dev)
@@ -513,10 +516,10 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
     def batch(idx: torch.Tensor, members: list[int], widths: list[int]) -> torch.Tensor:
         """The group's batches xr[idx] (G, B, ...), each model's augmented with its own
         generator (the draws train_model takes, in the same order)."""
-        xb = xr[idx]
-        if kind == "none":
-            return xb
         g, b = idx.shape
+        xb = to_input(xr[idx.flatten()]).unflatten(0, (g, b)) if images else xr[idx]
+        if kind == "none":
+            return net.prepare(xb.flatten(0, 1)).unflatten(0, (g, b)) if images else xb
         per = [augment_draws(kind, w, aug_gens[i]) for i, w in zip(members, widths)]
         draws = tuple(nn.utils.rnn.pad_sequence([d[t] for d in per], batch_first=True)
                       .to(dev).flatten(0, 1) for t in range(len(per[0])))

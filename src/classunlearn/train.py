@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from classunlearn.data.core import Images, to_input
 from classunlearn.errors import ParameterError, TrainingDiverged
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -255,7 +256,7 @@ def check_loss(loss: torch.Tensor, what: str, step: int, limit: float = 1e6) -> 
 
 def train_model(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Images,
     y: torch.Tensor,
     recipe: Recipe,
     seed: int = 0,
@@ -282,7 +283,7 @@ def train_model(
                   leave=False):
         for idx in epoch_batches(len(x), recipe.batch_size, gen):
             idx = idx.to(dev)
-            xb = augment_batch(xd[idx], recipe.augment, aug_gen)
+            xb = augment_batch(to_input(xd[idx]), recipe.augment, aug_gen)
             loss = nn.functional.cross_entropy(model(xb), yd[idx])
             check_loss(loss, desc, step)
             opt.zero_grad(set_to_none=True)
@@ -294,7 +295,7 @@ def train_model(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096,
+def predict_logits(model: nn.Module, x: torch.Tensor | Images, batch_size: int = 4096,
                    device: str | torch.device | None = None) -> torch.Tensor:
     """Logits of `model` on `x`, in eval mode, computed in large batches; returned on CPU.
     The caller's model is left as it was: on its own device (that of its first parameter or
@@ -306,7 +307,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096,
     home = first.device if first is not None else None
     try:
         model.to(dev).eval()
-        out = [model(x[i : i + batch_size].to(dev)).float().cpu()
+        out = [model(to_input(x[i : i + batch_size].to(dev))).float().cpu()
                for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)

@@ -46,6 +46,7 @@ from classunlearn.data import (
     dataset_fingerprint,
     load_dataset,
     parse_forget_classes,
+    share_dataset,
 )
 from classunlearn.errors import UserError
 from classunlearn.evaluate import (
@@ -156,6 +157,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         raise
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
+    # 8-bit images: one uint8 copy on disk that every local worker memory-maps
+    shared = share_dataset(ds, Path(cfg.out) / "data" / fingerprint)
     model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
     source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
     recipe = study_recipe(cfg)
@@ -170,7 +173,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         for forget in cfg.forget_classes:
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
-                               recipe.to_dict(), fc, fingerprint, source_sha)
+                               recipe.to_dict(), fc, fingerprint, source_sha,
+                               str(shared) if shared is not None else None)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
                 f"{shadows} shadows, {cfg.references} references")

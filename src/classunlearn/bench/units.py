@@ -3,7 +3,10 @@
 Each unit is a pure function of specs and arrays, run by any executor, and returns
 ``(arrays, info)``: numpy arrays to store and a JSON-able dict (wall time, the package version
 and device that computed it, a failure message). Units load the dataset themselves (embedded
-data is generated locally; file datasets need the same --data-dir on every worker).
+data is generated locally; file datasets need the same --data-dir on every worker). 8-bit image
+datasets are written once by the driver (:func:`classunlearn.data.share_dataset`, under
+``--out/data/<fingerprint>``) and memory-mapped by every unit that can see that folder, so the
+workers of a machine share one uint8 copy instead of each holding its own float32 one.
 
 The key of a unit is a hash of everything that determines its output: the results format
 (:data:`RESULTS_FORMAT`), the study (model, recipe, forget classes, and the *content* of the
@@ -64,10 +67,13 @@ class StudyContext:
     # plug-in models (MODULE:FUNCTION): SHA-256 of the model's source file, so a changed
     # file gets new keys (never a stale cached result); "" for registry models
     model_source_sha256: str = ""
+    # a folder of share_dataset(): units memory-map the data from there (one copy in the
+    # page cache for every worker on the machine); a path, so never part of a key
+    shared_data: str | None = None
 
     def spec(self) -> dict:
         """The part of every unit key that comes from the study (no path: content only)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "data_dir"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("data_dir", "shared_data")}
         out["forget_classes"] = list(self.forget_classes)
         if not self.model_source_sha256:  # registry models keep the keys they always had
             out.pop("model_source_sha256")
@@ -76,7 +82,7 @@ class StudyContext:
     def load(self) -> tuple[ForgetSplit, Recipe]:
         # every unit starts here: a plug-in's file must still be the one its keys name
         check_model_source(self.model, self.model_source_sha256)
-        ds = load_dataset(self.dataset, self.data_dir)
+        ds = load_dataset(self.dataset, self.data_dir, shared=self.shared_data)
         return ForgetSplit(ds, tuple(self.forget_classes)), Recipe.from_dict(self.recipe)
 
     def new_model(self, split: ForgetSplit, seed: int) -> nn.Module:

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from classunlearn.data.core import Dataset, ForgetSplit, parse_forget_classes
+from classunlearn.data.core import (
+    Dataset,
+    ForgetSplit,
+    Images,
+    cat_inputs,
+    parse_forget_classes,
+    to_input,
+)
 from classunlearn.data.raw import RawArrays
 from classunlearn.errors import DataError
 
@@ -144,14 +151,86 @@ def dataset_files(name: str, data_dir: str | Path | None = None) -> tuple[str, .
     return info.files(Path(data_dir) if data_dir is not None else None)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a registered dataset by name (cached per process: loaders are deterministic)."""
+def load_dataset(name: str, data_dir: str | Path | None = None,
+                 shared: str | Path | None = None) -> Dataset:
+    """Load a registered dataset by name (cached per process: loaders are deterministic).
+
+    `shared`: a folder written by :func:`share_dataset` for this dataset; when it holds the
+    data, its images are memory-mapped from there (every process that maps it shares one
+    copy in the OS page cache) instead of being read and decoded again.
+    """
     _info(name)
-    key = (name, str(data_dir))
+    key = (name, str(data_dir), str(shared))
     if key not in _CACHE:
-        raw = DATASETS[name].load(Path(data_dir) if data_dir is not None else None)
-        _CACHE[key] = Dataset.from_raw(name, raw, standardise=DATASETS[name].standardise)
+        info = DATASETS[name]
+        if shared is not None and (Path(shared) / _SHARED_META).is_file():
+            _CACHE[key] = open_shared(shared)
+        else:
+            raw = info.load(Path(data_dir) if data_dir is not None else None)
+            # 8-bit images of file datasets stay uint8 (standardised per batch); user tensors
+            # (`standardise=False`) are kept exactly as given
+            _CACHE[key] = Dataset.from_raw(name, raw, standardise=info.standardise,
+                                           keep_8bit=info.standardise and not info.embedded)
     return _CACHE[key]
+
+
+_SHARED_META = "dataset.json"
+_SHARED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def share_dataset(ds: Dataset, folder: str | Path) -> Path | None:
+    """Write `ds` to `folder` as one ``.npy`` per array (images as uint8) plus
+    ``dataset.json`` (names, normalisation mean and std), for :func:`open_shared`. Only
+    datasets of :class:`Images` are shared (others are small); returns the folder, or None.
+    Written to a temporary folder then renamed, so a reader never sees half of it."""
+    import json
+    import os
+    import tempfile
+
+    import numpy as np
+
+    if not isinstance(ds.x_train, Images) or not isinstance(ds.x_test, Images):
+        return None
+    folder = Path(folder)
+    if (folder / _SHARED_META).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    arrays = {"x_train": ds.x_train.u8, "y_train": ds.y_train, "x_test": ds.x_test.u8,
+              "y_test": ds.y_test}
+    for k, v in arrays.items():
+        np.save(tmp / f"{k}.npy", v.cpu().numpy())
+    meta = {"name": ds.name, "class_names": ds.class_names, "source": ds.source,
+            "files": list(ds.files), **(ds.norm_stats or {}),
+            "stats_shape": list(ds.x_train.mean.shape)}
+    (tmp / _SHARED_META).write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process shared it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def open_shared(folder: str | Path) -> Dataset:
+    """The dataset :func:`share_dataset` wrote, its arrays memory-mapped (copy-on-write:
+    nothing is written back, and pages stay shared until a process writes one)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    folder = Path(folder)
+    meta = json.loads((folder / _SHARED_META).read_text())
+    a = {k: torch.from_numpy(np.load(folder / f"{k}.npy", mmap_mode="c"))
+         for k in _SHARED_ARRAYS}
+    shape = meta["stats_shape"]
+    mean = torch.tensor(meta["mean"], dtype=torch.float32).reshape(shape)
+    std = torch.tensor(meta["std"], dtype=torch.float32).reshape(shape)
+    return Dataset(meta["name"], Images(a["x_train"], mean, std), a["y_train"],
+                   Images(a["x_test"], mean, std), a["y_test"], list(meta["class_names"]),
+                   meta["source"], tuple(meta["files"]))
 
 
 __all__ = [
@@ -159,10 +238,15 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "ForgetSplit",
+    "Images",
     "RawArrays",
+    "cat_inputs",
     "dataset_files",
     "dataset_files_sha256",
     "dataset_fingerprint",
     "load_dataset",
+    "open_shared",
     "parse_forget_classes",
+    "share_dataset",
+    "to_input",
 ]

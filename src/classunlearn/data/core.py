@@ -12,19 +12,101 @@ from classunlearn.data.raw import RawArrays
 from classunlearn.errors import DataError
 
 
+class Images:
+    """8-bit images kept as uint8, turned into model inputs one batch at a time.
+
+    ``u8`` is ``(N, C, H, W)`` uint8 (possibly a read-only memory map shared by every
+    worker); ``mean`` and ``std`` are ``(1, C, 1, 1)`` float32, computed on the train split.
+    The float inputs a model sees are ``(u8 / 255 - mean) / std`` (:meth:`inputs`), exactly the
+    values a float32 dataset scaled to [0, 1] and then standardised holds. Indexing and
+    ``.to(device)`` keep the uint8 form (a subset costs a quarter of its float32 copy);
+    :func:`to_input` makes floats at the batch boundary.
+    """
+
+    def __init__(self, u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.u8, self.mean, self.std = u8, mean, std
+
+    def __len__(self) -> int:
+        return len(self.u8)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.u8.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.u8.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32  # of the inputs it stands for
+
+    def dim(self) -> int:
+        return self.u8.dim()
+
+    def __getitem__(self, idx) -> Images:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.to(self.u8.device)
+        return Images(self.u8[idx], self.mean, self.std)
+
+    def to(self, device) -> Images:
+        return Images(self.u8.to(device), self.mean.to(device), self.std.to(device))
+
+    def inputs(self) -> torch.Tensor:
+        """The float32 inputs of every image held (normalised)."""
+        if self.u8.dim() < self.mean.dim():  # one image (x[i]): statistics shaped (C, 1, 1)
+            return to_input(self.u8, self.mean[0], self.std[0])
+        return to_input(self.u8, self.mean, self.std)
+
+    def channel_range(self) -> torch.Tensor:
+        """Per-channel max - min of the normalised inputs, shaped (1, C, 1, 1), without making
+        them: normalisation is monotone, so it maps the uint8 extremes to the float ones."""
+        dims = [0] + list(range(2, self.u8.dim()))
+        hi = to_input(self.u8.amax(dim=dims, keepdim=True), self.mean, self.std)
+        lo = to_input(self.u8.amin(dim=dims, keepdim=True), self.mean, self.std)
+        return hi - lo
+
+
+def to_input(x, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Model inputs of `x`: a float tensor is returned as is; :class:`Images` (or a uint8
+    tensor with `mean` and `std`) become ``(x / 255 - mean) / std`` in float32."""
+    if isinstance(x, Images):
+        return x.inputs()
+    if mean is None:
+        return x
+    m, s = mean.to(x.device), std.to(x.device)
+    return (x.to(torch.float32) / 255.0 - m) / s
+
+
+def cat_inputs(parts) -> torch.Tensor | Images:
+    """``torch.cat`` of inputs that may be :class:`Images` (which stay uint8 when all are,
+    with the same statistics) or float tensors (then all become float)."""
+    parts = list(parts)
+    if parts and all(isinstance(p, Images) for p in parts) and all(
+            p.mean is parts[0].mean and p.std is parts[0].std for p in parts):
+        return Images(torch.cat([p.u8 for p in parts]), parts[0].mean, parts[0].std)
+    return torch.cat([to_input(p) for p in parts])
+
+
 @dataclass
 class Dataset:
-    """A classification dataset held in memory as float32/int64 tensors.
+    """A classification dataset held in memory: inputs, int64 labels.
 
     Inputs are standardised with the *train* split's per-channel mean and std, so every
-    model sees zero-mean, unit-variance inputs whatever the source format. ``files`` are
-    the absolute paths of the files the loader read (empty for generated data).
+    model sees zero-mean, unit-variance inputs whatever the source format. 8-bit images
+    of the file datasets (every value exactly k/255, as the image loaders return them; the
+    small embedded datasets stay float) are held as
+    :class:`Images`: uint8 plus that mean and std, normalised per batch (:func:`to_input`)
+    to exactly the float32 values a standardised float copy would hold, at a quarter of the
+    memory. Other inputs are standardised float32 tensors. ``files`` are the absolute paths
+    of the files the loader read (empty for generated data).
     """
 
     name: str
-    x_train: torch.Tensor
+    x_train: torch.Tensor | Images
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | Images
     y_test: torch.Tensor
     class_names: list[str]
     source: str = ""
@@ -38,9 +120,20 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def norm_stats(self) -> dict | None:
+        """``{"mean": [...], "std": [...]}`` per channel of :class:`Images` inputs (what
+        :func:`to_input` applies after scaling to [0, 1]); None for float inputs."""
+        if not isinstance(self.x_train, Images):
+            return None
+        return {"mean": self.x_train.mean.flatten().tolist(),
+                "std": self.x_train.std.flatten().tolist()}
+
     @classmethod
-    def from_raw(cls, name: str, raw: RawArrays, standardise: bool = True) -> Dataset:
-        """Check a loader's arrays and turn them into tensors."""
+    def from_raw(cls, name: str, raw: RawArrays, standardise: bool = True,
+                 keep_8bit: bool = False) -> Dataset:
+        """Check a loader's arrays and turn them into tensors. With `keep_8bit` (the file
+        datasets of :func:`load_dataset`), 8-bit images are kept as :class:`Images`."""
         _check_raw(name, raw)
         x_train = torch.as_tensor(np.ascontiguousarray(raw.x_train), dtype=torch.float32)
         x_test = torch.as_tensor(np.ascontiguousarray(raw.x_test), dtype=torch.float32)
@@ -52,8 +145,13 @@ class Dataset:
                 std = x_train.std(dim=dims, keepdim=True).clamp_min(1e-6)
             else:  # one value per channel: no spread to measure (std would be NaN)
                 std = torch.ones_like(mean)
-            x_train = (x_train - mean) / std
-            x_test = (x_test - mean) / std
+            u8_train = as_8bit(x_train) if keep_8bit and x_train.dim() == 4 else None
+            u8_test = as_8bit(x_test) if u8_train is not None else None
+            if u8_train is not None and u8_test is not None:
+                x_train, x_test = Images(u8_train, mean, std), Images(u8_test, mean, std)
+            else:
+                x_train = (x_train - mean) / std
+                x_test = (x_test - mean) / std
         return cls(
             name=name,
             x_train=x_train,
@@ -68,6 +166,21 @@ class Dataset:
     def class_counts(self, split: str = "train") -> list[int]:
         y = self.y_train if split == "train" else self.y_test
         return torch.bincount(y, minlength=self.num_classes).tolist()
+
+
+def as_8bit(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor | None:
+    """`x` (float32 in [0, 1]) as uint8 when every value is exactly ``k / 255`` in float32
+    (what ``uint8 / 255`` gives), so ``u8 / 255`` restores it bit for bit; else None."""
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    for i in range(0, len(x), chunk):
+        xb = x[i:i + chunk]
+        if xb.numel() and (xb.min() < 0 or xb.max() > 1):
+            return None
+        u8 = torch.round(xb * 255.0).to(torch.uint8)
+        if not torch.equal(u8.to(torch.float32) / 255.0, xb):
+            return None
+        out[i:i + chunk] = u8
+    return out
 
 
 def _check_raw(name: str, raw: RawArrays) -> None:
@@ -162,4 +275,4 @@ class ForgetSplit:
         idx = getattr(self, which)
         d = self.dataset
         x, y = (d.x_train, d.y_train) if which.startswith("train") else (d.x_test, d.y_test)
-        return x[idx], y[idx]
+        return x[idx], y[idx]  # Images stay uint8: callers convert per batch (to_input)

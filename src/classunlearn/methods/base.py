@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from classunlearn.data import ForgetSplit
+from classunlearn.data.core import Images, cat_inputs, to_input
 from classunlearn.errors import ParameterError
 from classunlearn.train import (
     batches,
@@ -43,9 +44,9 @@ from classunlearn.train import (
 class UnlearnData:
     """What a method may read: D_f and D_r of paper.md section 1, nothing else."""
 
-    x_forget: torch.Tensor
+    x_forget: torch.Tensor | Images  # Images: uint8, normalised per batch by to_input
     y_forget: torch.Tensor
-    x_retain: torch.Tensor
+    x_retain: torch.Tensor | Images
     y_retain: torch.Tensor
     forget_classes: tuple[int, ...]
     num_classes: int
@@ -214,7 +215,7 @@ class FinetuneMethod(Method):
                               disable=not show_progress()):
             for idx in batches(len(x), params.batch_size, ctx.generator):
                 idx = idx.to(dev)
-                batch = Batch(x[idx], y[idx], is_forget[idx], forget_row[idx])
+                batch = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
                 loss = self.loss(model, batch, params, ctx)
                 check_loss(loss, f"method {self.name}", ctx.steps)
                 opt.zero_grad(set_to_none=True)
@@ -242,7 +243,7 @@ class FinetuneMethod(Method):
             parts_y.append(data.y_retain[retain_idx])
             flags.append(torch.zeros(len(retain_idx), dtype=torch.bool))
             rows.append(torch.full((len(retain_idx),), -1, dtype=torch.int64))
-        return torch.cat(parts_x), torch.cat(parts_y), torch.cat(flags), torch.cat(rows)
+        return cat_inputs(parts_x), torch.cat(parts_y), torch.cat(flags), torch.cat(rows)
 
 
 # ---- hyperparameters from strings (`--set key=value`) ----

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import Images, cat_inputs, to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import (
@@ -59,6 +60,8 @@ class BSParams(FinetuneParams):
 def channel_range(x: torch.Tensor) -> torch.Tensor:
     """Per-channel max − min (axis 1 for images and signals; one value for vectors),
     shaped to broadcast against `x`."""
+    if isinstance(x, Images):
+        return x.channel_range().clamp_min(1e-6)
     dims = [0] + list(range(2, x.dim())) if x.dim() > 2 else [0, 1]
     return (x.amax(dim=dims, keepdim=True) - x.amin(dim=dims, keepdim=True)).clamp_min(1e-6)
 
@@ -102,10 +105,10 @@ class BS(FinetuneMethod):
                 ) -> None:
         # The labels come once from the frozen original (the code's FGSM has no random
         # start, so recomputing them every epoch on the frozen copy gives the same labels).
-        x = data.x_forget.to(ctx.device)
+        x = to_input(data.x_forget.to(ctx.device))
         step = torch.as_tensor(params.bound, device=ctx.device)
         if params.bound_units == "range":
-            x_all = torch.cat([data.x_forget, data.x_retain]).to(ctx.device)
+            x_all = cat_inputs([data.x_forget, data.x_retain]).to(ctx.device)
             step = params.bound * channel_range(x_all)
         exclude = data.forget_classes if params.exclude_forget else ()
         self.labels = fgsm_neighbours(model, x, data.y_forget.to(ctx.device), step, exclude)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import FinetuneParams, RunContext, UnlearnData
@@ -85,7 +86,7 @@ class SalUn(RL):
     def prepare(self, model: nn.Module, data: UnlearnData, params: SalUnParams,
                 ctx: RunContext) -> None:
         super().prepare(model, data, params, ctx)  # the random labels
-        self.mask = saliency_mask(model, data.x_forget.to(ctx.device),
+        self.mask = saliency_mask(model, to_input(data.x_forget.to(ctx.device)),
                                   data.y_forget.to(ctx.device), params.threshold,
                                   params.mask_batch_size)
         self.frozen = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import (
@@ -83,7 +84,7 @@ class SCRUB(Method):
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        xf, xr, yr = data.x_forget.to(dev), data.x_retain, data.y_retain
+        xf, xr, yr = to_input(data.x_forget.to(dev)), data.x_retain, data.y_retain
         if params.retain_fraction < 1.0:
             keep = max(1, round(params.retain_fraction * len(yr)))
             idx = torch.randperm(len(yr), generator=ctx.generator)[:keep]
@@ -111,7 +112,7 @@ class SCRUB(Method):
                     step(-distill_kl(model(x), t_logits, t))
             for idx in batches(len(xr), params.batch_size, ctx.generator):  # min-steps
                 idx = idx.to(dev)
-                x = xr[idx]
+                x = to_input(xr[idx])
                 with torch.no_grad():
                     t_logits = teacher(x)
                 logits = model(x)

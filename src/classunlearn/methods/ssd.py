@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import cat_inputs, to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnData
@@ -49,7 +50,7 @@ def importances(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     n_batches = 0
     for i in range(0, len(y), batch_size):
         idx = order[i:i + batch_size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss = F.cross_entropy(model(to_input(x[idx])), y[idx])
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(out, grads, strict=True):
             if g is not None:
@@ -77,8 +78,8 @@ class SSD(Method):
             ) -> nn.Module:
         dev = ctx.device
         model.eval()
-        xf, yf = data.x_forget.to(dev), data.y_forget.to(dev)
-        x_all = torch.cat([data.x_forget, data.x_retain]).to(dev)
+        xf, yf = to_input(data.x_forget.to(dev)), data.y_forget.to(dev)
+        x_all = cat_inputs([data.x_forget, data.x_retain]).to(dev)
         y_all = torch.cat([data.y_forget, data.y_retain]).to(dev)
         imp_f = importances(model, xf, yf, params.batch_size, ctx.generator)
         imp_d = importances(model, x_all, y_all, params.batch_size, ctx.generator)

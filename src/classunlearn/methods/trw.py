@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import cat_inputs
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import (
@@ -179,7 +180,7 @@ def class_similarity(model: nn.Module, data: UnlearnData, source: str = "confusi
     the output layer for 'weights' and 'features' (see :func:`models.final_linear`)."""
     k = data.num_classes
     keep = list(data.retain_classes)
-    x_all = torch.cat([data.x_forget, data.x_retain])
+    x_all = cat_inputs([data.x_forget, data.x_retain])
     y_all = torch.cat([data.y_forget, data.y_retain])
     out: dict[int, torch.Tensor] = {}
     if source == "confusion":

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classunlearn.data.core import to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import FinetuneParams, Method, RunContext, UnlearnData
@@ -114,7 +115,7 @@ class UNSIR(Method):
         dev = ctx.device
         keep = max(1, round(params.retain_fraction * len(data.y_retain)))
         idx = torch.randperm(len(data.y_retain), generator=ctx.generator)[:keep]
-        xr, yr = data.x_retain[idx].to(dev), data.y_retain[idx].to(dev)
+        xr, yr = to_input(data.x_retain[idx].to(dev)), data.y_retain[idx].to(dev)
         shape = tuple(data.x_forget.shape[1:])
         noise = [error_maximising_noise(model, shape, f, params, dev)
                  for f in data.forget_classes]
