@@ -18,13 +18,25 @@ from classunlearn.audit.ulira import (
     ulira_scores,
     ulira_target_score,
 )
+from classunlearn.audit.verdicts import (
+    Verdict,
+    accuracy_verdict,
+    mia_nn_verdict,
+    ulira_interval,
+    ulira_null,
+    ulira_phi_interval,
+    ulira_verdict,
+)
 
 __all__ = [
+    "Verdict",
     "accuracy",
+    "accuracy_verdict",
     "avg_gap",
     "logit_confidence",
     "mia_nn_audit",
     "mia_nn_score",
+    "mia_nn_verdict",
     "nearest_neighbour_class",
     "per_class_accuracy",
     "svc_mia",
@@ -32,7 +44,11 @@ __all__ = [
     "tv_distance",
     "tv_to_references",
     "ulira_attack",
+    "ulira_interval",
     "ulira_leave_one_out",
+    "ulira_null",
+    "ulira_phi_interval",
     "ulira_scores",
     "ulira_target_score",
+    "ulira_verdict",
 ]

@@ -98,6 +98,7 @@ __all__ = [
     "resolve_variance",
     "ulira_attack",
     "ulira_leave_one_out",
+    "ulira_rows",
     "ulira_scores",
     "ulira_target_score",
 ]
@@ -696,6 +697,39 @@ def ulira_leave_one_out(
         :class:`UliraResult` (two-sided accuracy at the best threshold and at 0, folded AUC,
         TPR at 1 % FPR, thinned ROC points, the raw values and the direction).
     """
+    positive, negative, modes, counts, folds = _loo_rows(
+        unlearned_phi, unlearned_mask, retrained_phi, variance, min_in_per_example, min_std,
+        folds)
+    result = _summarise(positive, negative, variance, modes, counts, min_in_per_example)
+    return replace(result, folds=folds)
+
+
+def ulira_rows(
+    unlearned_phi: np.ndarray,
+    unlearned_mask: np.ndarray,
+    retrained_phi: np.ndarray,
+    variance: str = DEFAULT_VARIANCE,
+    min_in_per_example: int = DEFAULT_MIN_IN_PER_EXAMPLE,
+    min_std: float = 1e-6,
+    folds: str = DEFAULT_FOLDS,
+) -> tuple[list[np.ndarray], list[np.ndarray], str]:
+    """The per-target LLR rows behind :func:`ulira_leave_one_out` (same arguments, same
+    validation, same decisions): (positive rows, negative rows, resolved folds). Row i of
+    each list holds one target model's LLRs at its decisions (unlearned target: the
+    examples of its original's half; retrained target: see the folds). Under ``"pairs"``
+    and ``"paired"`` with N = M, positive row i and negative row i were scored against the
+    same shadows at the same examples, and under ``"pairs"`` rows 2k and 2k + 1 are the
+    targets of pair k (:func:`classunlearn.audit.verdicts.ulira_interval` resamples them
+    together). ``_summarise`` of these rows is the leave-one-out result."""
+    positive, negative, _, _, folds = _loo_rows(
+        unlearned_phi, unlearned_mask, retrained_phi, variance, min_in_per_example, min_std,
+        folds)
+    return positive, negative, folds
+
+
+def _loo_rows(unlearned_phi, unlearned_mask, retrained_phi, variance, min_in_per_example,
+              min_std, folds):
+    """Validated leave-one-out rows: (positive, negative, modes, counts, folds)."""
     _options(variance, min_in_per_example, min_std)
     unlearned_phi = _phi_matrix("unlearned_phi", unlearned_phi)
     unlearned_mask = _mask("unlearned_mask", unlearned_mask, unlearned_phi.shape)
@@ -714,8 +748,7 @@ def ulira_leave_one_out(
     positive, negative = _loo_decisions(
         unlearned_phi, unlearned_mask, retrained_phi, modes, min_std, folds
     )
-    result = _summarise(positive, negative, variance, modes, counts, min_in_per_example)
-    return replace(result, folds=folds)
+    return positive, negative, modes, counts, folds
 
 
 def ulira_attack(
