@@ -671,27 +671,26 @@ def ulira_leave_one_out(
     original's half) is positive, (retrained target, example) is negative; both sides are
     weighted to weigh the same.
 
-    ``folds="paired"`` (default, ours): every target leaves one model of *each* kind out of
-    its shadows (its own and a partner: unlearned i with retrained i mod M, retrained j with
-    unlearned j mod N) and a retrained target decides at the examples in its partner's half.
-    Both kinds of target then see N - 1 IN-side models, M - 1 OUT models and c_e - 1 IN
-    values at their decisions; with N = M the pair's targets are scored against identical
-    shadows, so for an ideal unlearner their LLRs are exchangeable (50 exactly in
-    expectation). ``"single"`` (the scheme before): only the target is left out, so an
-    unlearned target sees one IN value fewer and one OUT value more than a retrained one,
-    which by itself reads as a reversed separation (AUC about 48 at N = 8, 10).
+    ``folds`` (ours; docs/audit.md): ``"auto"`` (default) is ``"pairs"`` when the shadows'
+    halves are complementary pairs (``shadows.balanced_halves``) and N = M, else
+    ``"paired"``. ``"pairs"``: for each pair k the shadows are the other pairs of both kinds
+    and the pair's four models are the targets, so a target's data is independent of its
+    shadows'. ``"paired"``: every target leaves one model of *each* kind out (unlearned i
+    with retrained i mod M) and a retrained target decides at its partner's half.
+    ``"single"``: only the target is left out, which reads as a reversed separation.
 
     The variance modes are decided once (:func:`resolve_variance`) from the smallest
     per-example counts over all targets' decisions: IN from min over examples of c_e - 1,
-    OUT from M - 1 (both schemes). With balanced halves (c_e = N/2 everywhere) and the
-    default cut-off 4: IN per-example iff N/2 - 1 >= 4 (N >= 10), OUT iff M >= 5.
+    OUT from M - 2 under "pairs", M - 1 otherwise. With balanced halves (c_e = N/2
+    everywhere) and the default cut-off 4: IN per-example iff N/2 - 1 >= 4 (N >= 10), OUT
+    iff M - 2 >= 4 under pairs (M >= 6).
 
     Args:
         unlearned_phi: (N, n) phi of the unlearned shadow models on the forget examples.
         unlearned_mask: (N, n) bool, True where the example was in that model's half.
         retrained_phi: (M, n) phi of the retrained shadow models.
         variance, min_in_per_example, min_std: see :func:`ulira_scores`.
-        folds: ``"paired"`` (default) or ``"single"``, see above.
+        folds: ``"auto"`` (default), ``"pairs"``, ``"paired"`` or ``"single"``, see above.
 
     Returns:
         :class:`UliraResult` (two-sided accuracy at the best threshold and at 0, folded AUC,
