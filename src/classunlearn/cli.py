@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--metrics", default="all",
                    help="'all' or comma-separated groups: accuracy,tv,svc_mia,mia_nn,ulira")
     a.add_argument("--shadows", type=int, default=16,
-                   help="U-LiRA shadow models per side, even (default 16; 0 = skip U-LiRA)")
+                   help="U-LiRA shadow models per side: even and at least 8 (default 16; "
+                        "0 = skip U-LiRA)")
     a.add_argument("--cache", metavar="DIR",
                    help="store for shadow models (default: .classunlearn-cache beside the "
                         "checkpoint)")
@@ -370,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", metavar="METHOD:KEY=VALUE",
                    help="override a method's hyperparameter, e.g. ga:lr=1e-4")
     b.add_argument("--seeds", type=int, default=3)
-    b.add_argument("--shadows", type=int, default=16, help="U-LiRA shadows (0 = skip U-LiRA)")
+    b.add_argument("--shadows", type=int, default=16,
+                   help="U-LiRA shadows per side: even and at least 8 (0 = skip U-LiRA)")
     b.add_argument("--references", type=int, default=3, help="M retrained references")
     b.add_argument("--executor", choices=["local", "process", "ray"], default="process")
     b.add_argument("--address", help="Ray cluster address (with --executor ray)")
