@@ -529,7 +529,8 @@ def render(result: dict, split: ForgetSplit) -> str:
     if m.get("ulira") is not None:
         lines.append(f"U-LiRA: method {u['method']} ({u['method_source']}) replayed on "
                      f"{u['shadows']} shadow originals vs {u['shadows']} shadow retrains; "
-                     "balanced accuracy at the best threshold (50 = ideal); 'flagged' = % of "
+                     "balanced accuracy at the best threshold over both directions (50 = "
+                     "ideal; raw AUC and held-out accuracy in the JSON); 'flagged' = % of "
                      f"D_f the shadows call unlearned; units computed {u['units_computed']}, "
                      f"reused {u['units_reused']} (cache {u['cache']})")
     if m.get("avg_gap") is not None:

@@ -301,10 +301,12 @@ def write_report(out: Path, results: dict, failed: dict, details: dict | None = 
     tables = render_tables({**results, "failed": failed}, oracles)
     legend = ("Mean ± std over seeds. Accuracies and attack scores in %. MIA-NN z = |score - "
               "references' mean| / references' sd. U-LiRA: balanced accuracy at the best "
-              "threshold (50 = chance). TV: total variation to the references' mean output on "
-              "T_f. Avg.Gap: mean |metric - retrain| over Acc_r, Acc_f, TA_r, TA_f, SVC-MIA, "
-              "MIA-NN, U-LiRA. Methods ranked by Avg.Gap; ORACLE methods read retrained "
-              "models." + ("" if DROP_NOTE in tables else " " + DROP_NOTE))
+              "threshold over both directions (50 = chance; the retrain row shows what this "
+              "attack reads for a retrained model, see docs/audit.md). TV: total variation to "
+              "the references' mean output on T_f. Avg.Gap: mean |metric - retrain| over "
+              "Acc_r, Acc_f, TA_r, TA_f, SVC-MIA, MIA-NN, U-LiRA. Methods ranked by Avg.Gap; "
+              "ORACLE methods read retrained models."
+              + ("" if DROP_NOTE in tables else " " + DROP_NOTE))
     warnings = version_warnings(details) + study_warnings(details)
     warn_md = "".join(f"**{w}**\n\n" for w in warnings)
     fail = "".join(f"\n- FAILED {k}: {v}" for k, v in failed.items())
