@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from classunlearn.bench.summary import GAP_KEYS
 from classunlearn.checkpoint import CheckpointMeta, load_checkpoint, load_meta
 from classunlearn.data import ForgetSplit, load_dataset
 from classunlearn.errors import CheckpointError, ParameterError, UserError
@@ -52,9 +53,6 @@ METRIC_GROUPS = ("accuracy", "tv", "svc_mia", "mia_nn", "ulira")
 CONTRACT_KEYS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
                  "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap",
                  "runtime_s")
-# Avg. Gap of paper.md section 5, over whichever of these both sides measured.
-GAP_KEYS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-            "mia_nn", "ulira")
 _GROUP_KEYS = {
     "accuracy": ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget",
                  "per_class_test_acc"),

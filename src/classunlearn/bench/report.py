@@ -14,10 +14,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from classunlearn.bench.summary import (  # noqa: E402
+    DROP_NOTE,
+    GAP_KEYS,
+    HEADER,
+    has_drops,
+    oracle_methods,
+    ordered_methods,
+    table_rows,
+    write_text_atomic,
+)
 from classunlearn.table import markdown_table  # noqa: E402
 
-GAP_METRICS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-               "mia_nn", "ulira"]
 LOG_FLOOR = 1e-4  # zeros clipped to this on the log-log ROC panel
 NA_COLOUR = "lightgrey"  # gap cells with no value: never a colour of the scale
 
@@ -163,8 +171,6 @@ def _finite(v) -> bool:
 
 
 def _mia_nn_plot(study: str, summary: dict) -> str | None:
-    from classunlearn.bench.summary import ordered_methods
-
     methods = [m for m in ordered_methods(summary)
                if _finite(summary[m].get("mia_nn", {}).get("mean"))]
     if not methods:
@@ -190,18 +196,16 @@ def _mia_nn_plot(study: str, summary: dict) -> str | None:
 
 
 def gap_matrix(summary: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(methods, |metric - retrain| per method x GAP_METRICS with NaN where either side has no
+    """(methods, |metric - retrain| per method x GAP_KEYS with NaN where either side has no
     value, partial: True where either side dropped some seeds). No rows without retrain or
     without any other method."""
-    from classunlearn.bench.summary import ordered_methods
-
     if "retrain" not in summary:
-        return [], np.zeros((0, len(GAP_METRICS))), np.zeros((0, len(GAP_METRICS)), bool)
+        return [], np.zeros((0, len(GAP_KEYS))), np.zeros((0, len(GAP_KEYS)), bool)
     methods = [m for m in ordered_methods(summary) if m != "retrain"]
-    gaps = np.full((len(methods), len(GAP_METRICS)), np.nan)
+    gaps = np.full((len(methods), len(GAP_KEYS)), np.nan)
     partial = np.zeros(gaps.shape, bool)
     for i, m in enumerate(methods):
-        for j, k in enumerate(GAP_METRICS):
+        for j, k in enumerate(GAP_KEYS):
             a, b = summary[m].get(k, {}), summary["retrain"].get(k, {})
             if _finite(a.get("mean")) and _finite(b.get("mean")):
                 gaps[i, j] = abs(a["mean"] - b["mean"])
@@ -221,10 +225,10 @@ def gap_figure(summary: dict):
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(methods) + 1.5))
     cmap = plt.get_cmap("magma_r").with_extremes(bad=NA_COLOUR)
     ax.imshow(gap_image(gaps), aspect="auto", cmap=cmap, vmin=0, vmax=100)
-    ax.set_xticks(range(len(GAP_METRICS)), GAP_METRICS, rotation=30, ha="right")
+    ax.set_xticks(range(len(GAP_KEYS)), GAP_KEYS, rotation=30, ha="right")
     ax.set_yticks(range(len(methods)), methods)
     for i in range(len(methods)):
-        for j in range(len(GAP_METRICS)):
+        for j in range(len(GAP_KEYS)):
             if np.isfinite(gaps[i, j]):
                 ax.text(j, i, f"{gaps[i, j]:.0f}" + ("*" if partial[i, j] else ""),
                         ha="center", va="center", fontsize=7,
@@ -270,8 +274,6 @@ def study_warnings(details: dict | None) -> list[str]:
 
 
 def render_tables(results: dict, oracles: set[str]) -> str:
-    from classunlearn.bench.summary import DROP_NOTE, HEADER, has_drops, table_rows
-
     failed = results.get("failed") or {}
     parts = []
     for study, summary in results["studies"].items():
@@ -295,8 +297,6 @@ def render_tables(results: dict, oracles: set[str]) -> str:
 
 def write_report(out: Path, results: dict, failed: dict, details: dict | None = None) -> None:
     """Write report.md and report.html from results (summary + studies) and plot details."""
-    from classunlearn.bench.summary import DROP_NOTE, oracle_methods, write_text_atomic
-
     oracles = oracle_methods(results["summary"])
     tables = render_tables({**results, "failed": failed}, oracles)
     legend = ("Mean ± std over seeds. Accuracies and attack scores in %. MIA-NN z = |score - "
