@@ -233,11 +233,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ParameterError(f"bench --set '{item}' names method '{method}', which is not "
                                  "in --methods; add it there or drop the --set")
         method_params.setdefault(method, {}).update(_key_values([kv], "--set"))
+    from classunlearn.presets import bench_settings
+
+    settings = bench_settings(args.preset, {
+        "model": args.model, "model_kwargs": model_kwargs, "seeds": args.seeds,
+        "references": args.references, "shadows": args.shadows, "subset": args.subset,
+        "test_subset": args.test_subset})
     cfg = BenchConfig(
-        dataset=args.dataset, data_dir=args.data_dir, model=args.model, model_kwargs=model_kwargs,
+        dataset=args.dataset, data_dir=args.data_dir, model=settings["model"],
+        model_kwargs=settings["model_kwargs"], recipe=settings["recipe"],
         forget_classes=[[c] for c in args.forget_class] if not args.forget_set
         else [s.split(",") for s in args.forget_set],
-        methods=methods, seeds=args.seeds, shadows=args.shadows, references=args.references,
+        methods=methods, seeds=settings["seeds"], shadows=settings["shadows"],
+        references=settings["references"], subset=settings["subset"],
+        test_subset=settings["test_subset"], subset_seed=args.subset_seed, preset=args.preset,
         executor=args.executor, address=args.address, workers=args.workers,
         gpus_per_task=args.gpus_per_task, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out)
@@ -370,10 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default="all", help="'all' or a comma-separated list")
     b.add_argument("--set", action="append", metavar="METHOD:KEY=VALUE",
                    help="override a method's hyperparameter, e.g. ga:lr=1e-4")
-    b.add_argument("--seeds", type=int, default=3)
-    b.add_argument("--shadows", type=int, default=16,
-                   help="U-LiRA shadows per side: even and at least 8 (0 = skip U-LiRA)")
-    b.add_argument("--references", type=int, default=3, help="M retrained references")
+    b.add_argument("--preset", choices=["paper", "cpu"],
+                   help="a whole configuration (model, recipe, seeds, references, shadows, "
+                   "subset; see docs/cifar10.md); the flags below still override it")
+    b.add_argument("--seeds", type=int, help="study seeds (default 3)")
+    b.add_argument("--shadows", type=int,
+                   help="U-LiRA shadows per side: even and at least 8 (0 = skip U-LiRA; "
+                   "default 16)")
+    b.add_argument("--references", type=int, help="M retrained references (default 3)")
+    b.add_argument("--subset", type=int, metavar="N",
+                   help="train on a stratified, seeded subset of N training images")
+    b.add_argument("--test-subset", type=int, metavar="N",
+                   help="evaluate on a stratified subset of N test images (default: all)")
+    b.add_argument("--subset-seed", type=int, default=0,
+                   help="seed of the subsets' draw (default 0)")
     b.add_argument("--executor", choices=["local", "process", "ray"], default="process")
     b.add_argument("--address", help="Ray cluster address (with --executor ray)")
     b.add_argument("--workers", type=int, help="worker processes (default: one per core)")

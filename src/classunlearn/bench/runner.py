@@ -47,6 +47,7 @@ from classunlearn.data import (
     load_dataset,
     parse_forget_classes,
     share_dataset,
+    subset_dataset,
 )
 from classunlearn.errors import UserError
 from classunlearn.evaluate import (
@@ -67,6 +68,9 @@ from classunlearn.tune import apply_tuning, bench_tune_units, study_retain_warni
 ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
                "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]",
                "trw-2r-budget", "trw-2r-oracle"]
+MIA_NN_FOLDS = 5  # mia_nn_attack's default folds: each class needs this many test samples
+
+
 @dataclass
 class BenchConfig:
     dataset: str = "digits"
@@ -90,6 +94,17 @@ class BenchConfig:
     method_params: dict[str, dict[str, str]] = field(default_factory=dict)
     tune: bool = False  # --tune: choose lr/epochs per method first (classunlearn.tune)
     out: str = "runs/bench"
+    # --subset / --test-subset: train (test) on a stratified subset of that many images,
+    # drawn with subset_seed; part of every unit key. None: the whole split
+    subset: int | None = None
+    test_subset: int | None = None
+    subset_seed: int = 0
+    preset: str | None = None  # only recorded: the preset's values are already in the fields
+
+    def load_data(self):
+        """The study's data: the dataset, then the subset (classunlearn.data.subset_dataset)."""
+        ds = load_dataset(self.dataset, self.data_dir)
+        return subset_dataset(ds, self.subset, self.test_subset, self.subset_seed)
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -112,12 +127,22 @@ class BenchConfig:
                             "add them to --methods or drop the --set")
         # The data, the forget sets and the model are checked here, before any work starts,
         # so bad input never leaves a half-written study behind.
-        ds = load_dataset(self.dataset, self.data_dir)
+        for flag, n in (("--subset", self.subset), ("--test-subset", self.test_subset)):
+            if n is not None and n < 1:
+                raise UserError(f"{flag} must be a positive number of images, got {n}")
+        ds = self.load_data()
         studies = [parse_forget_classes(f, ds) for f in self.forget_classes]
         for i, fc in enumerate(studies):
             if fc in studies[:i]:
                 raise UserError(f"forget classes {list(fc)} are given twice; list each study once")
             ForgetSplit(ds, fc)  # every forget class has training samples
+            few = [c for c, n in enumerate(ds.class_counts("test")) if n < MIA_NN_FOLDS]
+            if few and self.test_subset is not None:
+                raise UserError(f"--test-subset {self.test_subset} leaves "
+                                f"{ds.class_counts('test')[few[0]]} test samples of class "
+                                f"{few[0]}; MIA-NN's {MIA_NN_FOLDS} folds need at least "
+                                f"{MIA_NN_FOLDS} per class: give at least "
+                                f"{MIA_NN_FOLDS * ds.num_classes}")
             empty = [c for c in fc if ds.class_counts("test")[c] == 0]
             if empty:
                 raise UserError(f"forget class {empty[0]} has no test samples in {ds.name}; "
@@ -174,7 +199,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
                                recipe.to_dict(), fc, fingerprint, source_sha,
-                               str(shared) if shared is not None else None)
+                               str(shared) if shared is not None else None,
+                               cfg.subset, cfg.test_subset, cfg.subset_seed)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
                 f"{shadows} shadows, {cfg.references} references")

@@ -32,7 +32,7 @@ from torch import nn
 from classunlearn._version import __version__
 from classunlearn.audit.ulira import logit_confidence
 from classunlearn.bench.store import unit_key
-from classunlearn.data import ForgetSplit, load_dataset
+from classunlearn.data import ForgetSplit, load_dataset, subset_dataset
 from classunlearn.errors import UserError
 from classunlearn.methods import UnlearnData, make_params, parse_spec
 from classunlearn.models import build_model, check_model_source
@@ -70,6 +70,11 @@ class StudyContext:
     # a folder of share_dataset(): units memory-map the data from there (one copy in the
     # page cache for every worker on the machine); a path, so never part of a key
     shared_data: str | None = None
+    # --subset / --test-subset: a stratified subset drawn with `subset_seed`
+    # (classunlearn.data.subset_dataset); None keeps the split whole
+    subset: int | None = None
+    test_subset: int | None = None
+    subset_seed: int = 0
 
     def spec(self) -> dict:
         """The part of every unit key that comes from the study (no path: content only)."""
@@ -77,12 +82,16 @@ class StudyContext:
         out["forget_classes"] = list(self.forget_classes)
         if not self.model_source_sha256:  # registry models keep the keys they always had
             out.pop("model_source_sha256")
+        if self.subset is None and self.test_subset is None:  # whole data: keys as before
+            for k in ("subset", "test_subset", "subset_seed"):
+                out.pop(k)
         return {"format": RESULTS_FORMAT, **out}
 
     def load(self) -> tuple[ForgetSplit, Recipe]:
         # every unit starts here: a plug-in's file must still be the one its keys name
         check_model_source(self.model, self.model_source_sha256)
         ds = load_dataset(self.dataset, self.data_dir, shared=self.shared_data)
+        ds = subset_dataset(ds, self.subset, self.test_subset, self.subset_seed)
         return ForgetSplit(ds, tuple(self.forget_classes)), Recipe.from_dict(self.recipe)
 
     def new_model(self, split: ForgetSplit, seed: int) -> nn.Module:

@@ -13,6 +13,7 @@ from classunlearn.data.core import (
     Images,
     cat_inputs,
     parse_forget_classes,
+    subset_dataset,
     to_input,
 )
 from classunlearn.data.raw import RawArrays
@@ -248,5 +249,6 @@ __all__ = [
     "open_shared",
     "parse_forget_classes",
     "share_dataset",
+    "subset_dataset",
     "to_input",
 ]

@@ -168,6 +168,56 @@ class Dataset:
         return torch.bincount(y, minlength=self.num_classes).tolist()
 
 
+def stratified_indices(y: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
+    """`n` indices into labels `y`, each class's share as in `y` (largest remainders make the
+    total exactly `n`), drawn by a generator seeded with `seed`; sorted, so the subset keeps
+    the split's order. Every class present in `y` keeps at least one sample."""
+    counts = torch.bincount(y, minlength=num_classes).double()
+    if not 0 < n <= len(y):
+        raise DataError(f"a subset of {n} samples is not possible from {len(y)}; "
+                        f"give a size between 1 and {len(y)}")
+    present = int((counts > 0).sum())
+    if n < present:
+        raise DataError(f"a stratified subset of {n} samples cannot hold all {present} "
+                        f"classes; give at least {present}")
+    exact = counts * n / len(y)
+    take = exact.floor().clamp_min((counts > 0).double()).long()
+    by_remainder = torch.argsort(exact - exact.floor(), descending=True, stable=True)
+    i = 0
+    while int(take.sum()) != n:  # hand out (or take back) the rounding, largest remainder first
+        c = int(by_remainder[i % num_classes])
+        if int(take.sum()) < n and take[c] < counts[c]:
+            take[c] += 1
+        elif int(take.sum()) > n and take[c] > 1:
+            take[c] -= 1
+        i += 1
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(num_classes):
+        members = torch.nonzero(y == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=gen)[:int(take[c])]])
+    return torch.cat(picked).sort().values
+
+
+def subset_dataset(ds: Dataset, train: int | None = None, test: int | None = None,
+                   seed: int = 0) -> Dataset:
+    """A stratified, seeded subset of `ds`: `train` training samples and `test` test samples
+    (None keeps that split whole). Normalisation stays the full training split's, so a
+    subset's images are the same inputs they are in the whole dataset."""
+    if train is None and test is None:
+        return ds
+    k = ds.num_classes
+    tr = stratified_indices(ds.y_train, train, k, seed) if train is not None else None
+    te = stratified_indices(ds.y_test, test, k, seed + 1) if test is not None else None
+    return Dataset(
+        name=ds.name,
+        x_train=ds.x_train[tr] if tr is not None else ds.x_train,
+        y_train=ds.y_train[tr] if tr is not None else ds.y_train,
+        x_test=ds.x_test[te] if te is not None else ds.x_test,
+        y_test=ds.y_test[te] if te is not None else ds.y_test,
+        class_names=ds.class_names, source=ds.source, files=ds.files)
+
+
 def as_8bit(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor | None:
     """`x` (float32 in [0, 1]) as uint8 when every value is exactly ``k / 255`` in float32
     (what ``uint8 / 255`` gives), so ``u8 / 255`` restores it bit for bit; else None."""
