@@ -116,7 +116,7 @@ def check_report(out) -> tuple[str, str]:
     checker.feed(page)
     checker.close()
     assert checker.stack == []
-    for b64 in re.findall(r"src='data:image/png;base64,([^']+)'", page):
+    for b64 in re.findall(r"src=[\"']data:image/png;base64,([^\"']+)[\"']", page):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     return md, page
 
