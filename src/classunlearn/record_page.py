@@ -73,7 +73,8 @@ def _classes(cs: object) -> str:
 def _header(record: dict) -> list[Html]:
     req = _dict(record.get("request"))
     prev = _dict(req.get("previous"))
-    title = f"Deletion record: {_classes(req.get('forget_classes'))} forgotten"
+    forgotten = _classes(req.get("forget_classes"))
+    title = "Deletion record" + (f": {forgotten} forgotten" if forgotten != "—" else "")
     verdicts = [v for v in _list(record.get("verdicts")) if isinstance(v, dict)]
     failed = [ATTACK_NAMES.get(v.get("attack"), str(v.get("attack"))) for v in verdicts
               if v.get("passed") is False]

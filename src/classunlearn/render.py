@@ -41,8 +41,8 @@ caption{text-align:left;font-weight:600;padding:4px 0}
 .unsure{color:var(--unsure);background:var(--unsure-bg);border-color:var(--unsure)}
 .na{color:var(--na);background:var(--na-bg)}
 .badge[title]{cursor:help}
-.big .badge{font-size:18px;padding:4px 14px;border-radius:16px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:12px}
+.big .badge{font-size:18px;padding:4px 14px;border-radius:16px;white-space:normal}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px}
 .card{border:1px solid var(--line);border-radius:8px;padding:12px 16px}
 .card h3{margin:0 0 8px}
 .summary{background:var(--bg-alt);border-radius:8px;padding:8px 16px;margin:12px 0}

@@ -1,9 +1,11 @@
-"""A realistic deletion-request record (schema classunlearn.record/1) for the record-page
-tests: CIFAR-10, class 1 "automobile" forgotten by RWFT, five references, 16 shadows."""
+"""What the page tests share: a realistic deletion-request record (schema
+classunlearn.record/1: CIFAR-10, class 1 "automobile" forgotten by RWFT, five references)
+and a check that a page's tags are balanced."""
 
 from __future__ import annotations
 
 import copy
+from html.parser import HTMLParser
 
 import numpy as np
 
@@ -83,3 +85,33 @@ def example_record() -> dict:
                     "--method", "rwft", "--references", "runs/references",
                     "--note", "customer request #4711: remove all automobile images"],
     })
+
+
+class _Checker(HTMLParser):
+    """Fails on unbalanced tags."""
+
+    VOID = {"img", "meta", "br", "hr", "link", "input", "wbr", "col", "source"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        pass  # <img .../>
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack)
+        self.stack.pop()
+
+
+def check_balanced(page: str) -> None:
+    """Every opened tag is closed in order (void elements aside), and the page is HTML5."""
+    assert page.startswith("<!doctype html>")
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert checker.stack == []
