@@ -35,7 +35,7 @@ def test_the_example_record_renders_in_reading_order(tmp_path):
                   "spread<", 'class="badge unsure"'):
         assert badge in page
     assert "null_high" in page and "57.9" in page  # each verdict's numbers
-    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 3  # forget distribution, U-LiRA ROC, MIA-NN
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
     for sha in [record["files"]["unlearned"]["sha256"],

@@ -231,9 +231,10 @@ def test_old_results_folder_still_reports(tmp_path):
 
     assert main(["report", "--out", str(tmp_path)]) == 0
     _, page = check_report(tmp_path)
-    for title in ("Where forget-class samples go", "U-LiRA ROC", "MIA-NN", "Gap to retrain"):
+    for title in ("Where forget-class samples go", "U-LiRA ROC", "U-LiRA ROC per method",
+                  "MIA-NN", "Gap to retrain"):
         assert title in page, title
-    assert len(re.findall(r"<img ", page)) == 4
+    assert len(re.findall(r"<img ", page)) == 5
 
 
 def test_mixed_versions_are_called_out(tmp_path):
@@ -288,7 +289,7 @@ def test_html_page_has_real_tables_a_summary_and_derived_verdicts(tmp_path):
     assert page.count("<table>") == 2 and page.count("<thead>") == 2  # results, verdicts
     assert '<td class="num">' in page and '<div class="scroll">' in page
     # the summary: the forgotten class, the references' top neighbour, leaks, the closest
-    assert "Forgotten: <strong>class 3</strong>" in page
+    assert "Forgotten: <strong>class 3</strong> (5 references)." in page
     assert "send its test samples to <strong>class 1</strong> (mean probability 60 %)" in page
     assert "Found out by an attack: <strong>original (accuracy, MIA-NN)" in page
     assert "Closest to retraining (lowest Avg.Gap): <strong>trw</strong>" in page

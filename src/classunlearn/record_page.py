@@ -103,8 +103,9 @@ def _verdict_card(v: dict) -> Html:
     attack = ATTACK_NAMES.get(v.get("attack"), str(v.get("attack", "?")))
     numbers = _dict(v.get("numbers"))
     return tag("div", tag("h3", attack),
-               tag("p", badge(v.get("verdict", "—"), v.get("passed") if "passed" in v
-                              else "na", v.get("rule")), class_="big"),
+               tag("p", badge(v.get("verdict", v.get("outcome", "—")),
+                              v.get("passed") if "passed" in v else "na", v.get("rule")),
+                   class_="big"),
                tag("p", "Rule: ", v.get("rule", "—"), class_="note"),
                definitions((k, _num(x)) for k, x in numbers.items()), class_="card")
 

@@ -29,7 +29,7 @@ code,.hash{font-family:"DejaVu Sans Mono",ui-monospace,monospace;font-size:13px}
 pre{background:var(--bg-alt);padding:8px 12px;overflow-x:auto;white-space:pre-wrap}
 .scroll{overflow-x:auto;max-width:100%;margin:8px 0}
 table{border-collapse:collapse;font-size:13px}
-th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:middle}
 thead th{background:var(--bg-alt);border-bottom:2px solid var(--line);white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tbody tr:hover{background:#fafbfc}
@@ -124,7 +124,8 @@ def figure_png(fig, alt: str, caption: object | None = None, dpi: int = 100) -> 
     plt.close(fig)
     data = buf.getvalue()
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    img = Html(f'<img src="data:image/png;base64,{base64.b64encode(data).decode()}" '
+    # src in single quotes: what readers of older reports (and their tests) look for
+    img = Html(f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' "
                f'alt="{esc(alt)}" width="{width}" height="{height}">')
     return tag("figure", img, tag("figcaption", caption) if caption is not None else None)
 

@@ -82,22 +82,24 @@ def _forget_figure(study: str, d: dict):
     """The heat map of where forget-class test samples go: the references' mean, then each
     method's mean over its seeds; None without anything to show."""
     names = d.get("class_names") or []
-    labels, rows = [], []
+    labels, rows, sds = [], [], []
     if d.get("ref_forget_probs") is not None and len(d["ref_forget_probs"]):
         labels.append("retrained refs (mean)")
         rows.append(np.asarray(d["ref_forget_probs"], dtype=float))
+        sds.append(None)
     for m, v in (d.get("methods") or {}).items():
         seeds = seed_forget_probs(v.get("forget_probs"))
         if not seeds or len({s.shape for s in seeds}) != 1:
             continue
         rows.append(np.mean(seeds, 0))
+        sds.append(np.std(seeds, 0) if len(seeds) > 1 else None)
         labels.append(f"{m} (mean over {len(seeds)} seeds)" if len(seeds) > 1
                       else f"{m} (1 seed)")
     rows_ok = [r for r in rows if r.shape == rows[0].shape] if rows else []
     if not rows_ok or len(rows_ok) != len(rows):
         return None
     grid = np.stack(rows)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
     ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_yticks(range(len(rows)), labels)
     nn = list((d.get("nn_class") or {}).values())
@@ -107,12 +109,13 @@ def _forget_figure(study: str, d: dict):
                                           (" (forget)" if i in forget else "")
                                           for i, n in enumerate(names)], rotation=45, ha="right")
     ax.set_title(f"{study}: mean probability of forget-class test samples per class "
-                 "(methods: mean over seeds)")
+                 "(methods: mean ± sd over seeds)")
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             if np.isfinite(v) and v >= 0.05:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
+                sd = f"\n±{sds[i][j]:.2f}" if sds[i] is not None and sds[i][j] >= 0.005 else ""
+                ax.text(j, i, f"{v:.2f}{sd}", ha="center", va="center", fontsize=7,
+                        linespacing=0.9, color="white" if v < 0.6 else "black")
     return fig
 
 
@@ -140,10 +143,43 @@ def roc_figure(study: str, d: dict):
     lin.set(xlabel="false-positive rate", ylabel="true-positive rate",
             title=f"U-LiRA ROC ({study}); chance = diagonal")
     log.plot([LOG_FLOOR, 1], [LOG_FLOOR, 1], "k:", lw=0.8)
-    log.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1),
+    log.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3),
             xlabel=f"false-positive rate (log; 0 shown at {LOG_FLOOR:g})",
             ylabel="true-positive rate (log)", title="low false-positive region (log-log)")
     lin.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def roc_grid_figure(study: str, d: dict, per_row: int = 4):
+    """One log-log panel per method (the low false-positive region, where an attack that
+    finds out a few samples shows): every seed's U-LiRA ROC of the method, over retrain's
+    curves in grey, what the attack reads for retrained models. None without any curve."""
+    curves = {m: seed_roc_curves(v.get("ulira_roc"))
+              for m, v in (d.get("methods") or {}).items() if "ulira_roc" in v}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return None
+    null = curves.get("retrain", [])
+    n_rows = math.ceil(len(curves) / per_row)
+    n_cols = min(per_row, len(curves))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.9 * n_cols, 2.9 * n_rows),
+                             squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    for i, (ax, (m, seeds)) in enumerate(zip(axes.flat, curves.items())):
+        for fpr, tpr in null if m != "retrain" else []:
+            ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1), color="0.6",
+                    lw=0.8, ls="--")
+        for s, (fpr, tpr) in enumerate(seeds):
+            ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1),
+                    color=f"C{i % 10}", lw=1.0, gid=f"roc-grid:{m}:{s}")
+        ax.plot([LOG_FLOOR, 1], [LOG_FLOOR, 1], "k:", lw=0.6)
+        ax.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3))
+        ax.set_title(f"{m} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("false-positive rate (log)", fontsize=9)
+    fig.supylabel("true-positive rate (log)", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -316,12 +352,12 @@ ULIRA_MISSING = ("no U-LiRA verdict: it compares bootstrap intervals of the meth
                  "the artifacts)")
 
 
-def _read_db(out: Path) -> tuple[dict, int | None]:
-    """(study -> method -> seed -> metric -> value, the number of references) from the
-    results.db of a bench folder, read only; ({}, None) without one."""
+def _read_db(out: Path) -> tuple[dict, dict]:
+    """(study -> method -> seed -> metric -> value, the run's config) from the results.db of
+    a bench folder, read only; ({}, {}) without one."""
     db = Path(out) / "results.db"
     if not db.is_file():
-        return {}, None
+        return {}, {}
     per: dict = {}
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
@@ -331,9 +367,9 @@ def _read_db(out: Path) -> tuple[dict, int | None]:
                     int(seed), {})[metric] = value
             row = con.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
     except sqlite3.Error:
-        return per, None
-    refs = ((json.loads(row[0]) or {}).get("config") or {}).get("references") if row else None
-    return per, refs if isinstance(refs, int) else None
+        return per, {}
+    config = (json.loads(row[0]) or {}).get("config") if row else None
+    return per, config if isinstance(config, dict) else {}
 
 
 def derived_verdicts(per_seed: dict, n_references: int | None) -> dict:
@@ -378,7 +414,8 @@ def verdict_cell(seeds: dict, attack: str) -> Html:
         return badge("—", "na", why)
     counts: dict = {}
     for s, v in found:
-        counts.setdefault((v.get("verdict"), v.get("passed")), []).append((s, v))
+        outcome = v.get("verdict", v.get("outcome"))  # the schema's name, or Verdict's
+        counts.setdefault((outcome, v.get("passed")), []).append((s, v))
     parts = []
     for (outcome, passed), vs in counts.items():
         tip = "rule: " + str(vs[0][1].get("rule", "")) + "\n" + "\n".join(
@@ -388,7 +425,7 @@ def verdict_cell(seeds: dict, attack: str) -> Html:
     return join(parts)
 
 
-def study_verdicts(d: dict, per_seed: dict, n_references: int | None) -> dict:
+def study_verdicts(d: dict, per_seed: dict, n_references: int | None = None) -> dict:
     """The verdicts the runner stored (details[study]["verdicts"]) or, for results without
     them, those derived from the per-seed metrics."""
     stored = d.get("verdicts") if isinstance(d, dict) else None
@@ -415,14 +452,20 @@ def _class(d: dict, i: int) -> str:
     return f"class {i} “{names[i]}”" if named else f"class {i}"
 
 
-def summary_items(d: dict, summary: dict, verdicts: dict, oracles: set[str]) -> list[Html]:
-    """The few sentences a reader needs first: what was forgotten, where retrained models
-    send it, which methods leak, which comes closest to retraining."""
+def summary_items(d: dict, summary: dict, verdicts: dict, oracles: set[str],
+                  config: dict | None = None) -> list[Html]:
+    """The few sentences a reader needs first: what was forgotten (and how much evidence
+    there is), where retrained models send it, which methods leak, which comes closest to
+    retraining."""
     forget = [int(c) for c in d.get("forget_classes") or []]
+    config = config or {}
     items = []
     if forget:
+        run = [f"{config[k]} {name}" for k, name in (("seeds", "seeds"),
+               ("references", "references"), ("shadows", "shadows per side"))
+               if isinstance(config.get(k), int)]
         items.append(join(["Forgotten: ", tag("strong", ", ".join(_class(d, c) for c in forget)),
-                           "."]))
+                           f" ({', '.join(run)})." if run else "."]))
     ref = np.asarray(d.get("ref_forget_probs") or [], dtype=float)
     top = [int(i) for i in np.argsort(-ref) if int(i) not in forget][:3] if ref.size else []
     if top:
@@ -449,10 +492,13 @@ def summary_items(d: dict, summary: dict, verdicts: dict, oracles: set[str]) -> 
 def _figures(study: str, d: dict, summary: dict) -> list[Html]:
     figs = [(_forget_figure(study, d), "Where forget-class samples go",
              "Mean predicted probability of the forgotten class's test samples per class: the "
-             "retrained references, then each method (mean over its seeds)."),
+             "retrained references, then each method (mean ± sd over its seeds)."),
             (roc_figure(study, d), "U-LiRA ROC",
              "U-LiRA ROC of every method, one thin line per seed; right: the low "
              "false-positive region on log-log axes."),
+            (roc_grid_figure(study, d), "U-LiRA ROC per method",
+             "Each method's U-LiRA ROC, one line per seed, on log-log axes; dashed grey: "
+             "the retrain method's curves (what the attack reads for retrained models)."),
             (_mia_nn_figure(study, summary), "MIA-NN",
              "MIA-NN score per method (mean ± std over seeds) against the retrained "
              "references' mean ± 2 sd."),
@@ -467,7 +513,8 @@ def render_html(out: Path, results: dict, failed: dict, details: dict | None,
     """report.html: a summary per study, its results and verdict tables, then its plots."""
     details = details or {}
     oracles = oracle_methods(results["summary"])
-    per_seed, n_refs = _read_db(out)
+    per_seed, config = _read_db(out)
+    n_refs = config.get("references") if isinstance(config.get("references"), int) else None
     tables = dict(study_tables(results, failed, oracles))
     legend, legend_shown = LEGEND + (" " + DROP_NOTE if _drops(results) else ""), False
     body: list[object] = [tag("h1", "classunlearn bench report"),
@@ -480,7 +527,7 @@ def render_html(out: Path, results: dict, failed: dict, details: dict | None,
                         "Pooled over studies", id=study))
         if summary and d:
             body.append(tag("ul", *(tag("li", i) for i in
-                                    summary_items(d, summary, verdicts, oracles)),
+                                    summary_items(d, summary, verdicts, oracles, config)),
                             class_="summary"))
         body.append(table(HEADER, rows, titles=HEADER_TITLES))
         if not legend_shown:
