@@ -8,13 +8,14 @@ import base64
 import json
 import math
 import re
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from pages import check_balanced
 
 from classunlearn.bench.report import (
     NA_COLOUR,
+    derived_verdicts,
     gap_figure,
     gap_image,
     render_tables,
@@ -88,35 +89,11 @@ def make_details(methods, seeds, old=False, versions=None) -> dict:
     return {STUDY: json.loads(json.dumps(d))}
 
 
-class _Checker(HTMLParser):
-    """Fails on unbalanced tags among those the report opens and closes."""
-
-    VOID = {"img", "meta", "br"}
-
-    def __init__(self):
-        super().__init__()
-        self.stack: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag not in self.VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag, attrs):
-        pass  # <img .../>
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, (tag, self.stack)
-        self.stack.pop()
-
-
 def check_report(out) -> tuple[str, str]:
     md = (out / "report.md").read_text()
     page = (out / "report.html").read_text()
-    checker = _Checker()
-    checker.feed(page)
-    checker.close()
-    assert checker.stack == []
-    for b64 in re.findall(r"src='data:image/png;base64,([^']+)'", page):
+    check_balanced(page)
+    for b64 in re.findall(r"src=[\"']data:image/png;base64,([^\"']+)[\"']", page):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     return md, page
 
@@ -254,9 +231,10 @@ def test_old_results_folder_still_reports(tmp_path):
 
     assert main(["report", "--out", str(tmp_path)]) == 0
     _, page = check_report(tmp_path)
-    for title in ("Where forget-class samples go", "U-LiRA ROC", "MIA-NN", "Gap to retrain"):
+    for title in ("Where forget-class samples go", "U-LiRA ROC", "U-LiRA ROC per method",
+                  "MIA-NN", "Gap to retrain"):
         assert title in page, title
-    assert len(re.findall(r"<img ", page)) == 4
+    assert len(re.findall(r"<img ", page)) == 5
 
 
 def test_mixed_versions_are_called_out(tmp_path):
@@ -293,3 +271,61 @@ def test_oracle_and_failed_labels_and_escaped_html(tmp_path):
     assert "&lt;&amp;&gt;" in page and "<&>" not in page
     text = render_tables({**results, "failed": failed}, set())
     assert "### other/mlp/forget=1" in text
+
+
+def verdict_row(page: str, method: str) -> str:
+    """The cells of a method's row in the verdict table (the one with badges)."""
+    row = re.search(rf'<tr><td>{method}</td>(<td><span class="badge.*?)</tr>', page, re.S)
+    return row.group(1)
+
+
+def test_html_page_has_real_tables_a_summary_and_derived_verdicts(tmp_path):
+    methods = ["retrain", "original", "trw"]
+    store = fill_store(tmp_path, methods, 3)
+    store.put_meta("run", {"config": {"references": 5}})
+    write_report(tmp_path, summarise(store), {}, make_details(methods, 3))
+    _, page = check_report(tmp_path)
+    assert "<pre" not in page and "| retrain" not in page  # no Markdown left in the page
+    assert page.count("<table>") == 2 and page.count("<thead>") == 2  # results, verdicts
+    assert '<td class="num">' in page and '<div class="scroll">' in page
+    # the summary: the forgotten class, the references' top neighbour, leaks, the closest
+    assert "Forgotten: <strong>class 3</strong> (5 references)." in page
+    assert "send its test samples to <strong>class 1</strong> (mean probability 60 %)" in page
+    assert "Found out by an attack: <strong>original (accuracy, MIA-NN)" in page
+    assert "Closest to retraining (lowest Avg.Gap): <strong>trw</strong>" in page
+    # verdicts from the rules: original's Acc_f 40 is outside retrain's seeds, z 4 with
+    # 5 references leaks; no U-LiRA intervals: a grey dash that says why
+    original = verdict_row(page, "original")
+    assert 'class="badge bad"' in original and "fail 3/3" in original and "leaks 3/3" in original
+    retrain = verdict_row(page, "retrain")
+    assert "pass 3/3" in retrain and "within the references&#x27; spread 3/3" in retrain
+    assert 'class="badge na" title="no U-LiRA verdict' in retrain
+
+
+def test_derived_verdicts_follow_the_rules():
+    per_seed = {"retrain": {0: {"acc_forget": 0.0, "test_acc_retain": 95.0, "mia_nn_z": 0.5},
+                            1: {"acc_forget": 1.0, "test_acc_retain": 96.0, "mia_nn_z": 1.0}},
+                "ft": {0: {"acc_forget": 30.0, "test_acc_retain": 95.0, "mia_nn_z": 2.5}}}
+    got = derived_verdicts(per_seed, n_references=3)
+    (acc, mia), = [got["ft"]["0"]]
+    assert (acc["attack"], acc["verdict"], acc["passed"]) == ("accuracy", "fail", False)
+    assert "2 seed(s) of the retrain method" in acc["rule"]
+    assert (mia["verdict"], mia["passed"]) == ("inconclusive", None)
+    # retrain is judged against its other seeds only
+    assert got["retrain"]["0"][0]["numbers"]["n_references"] == 1
+    assert derived_verdicts(per_seed, None)["ft"]["0"][1:] == []  # M unknown: no MIA-NN
+
+
+def test_stored_verdicts_win(tmp_path):
+    methods = ["retrain", "trw"]
+    results = summarise(fill_store(tmp_path, methods, 1))
+    details = make_details(methods, 1)
+    details[STUDY]["verdicts"] = {"trw": {"0": [
+        {"attack": "ulira", "verdict": "distinguishable", "passed": False,
+         "rule": "lower end above the null's <upper> end", "numbers": {"point": 71.0}}]}}
+    write_report(tmp_path, results, {}, details)
+    _, page = check_report(tmp_path)
+    trw = verdict_row(page, "trw")
+    assert 'class="badge bad"' in trw and ">distinguishable<" in trw
+    assert "&lt;upper&gt;" in trw and "point 71" in trw
+    assert "no accuracy verdict" in trw  # the stored verdicts are used as they are

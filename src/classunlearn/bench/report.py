@@ -1,11 +1,12 @@
-"""report.md and a self-contained report.html (plots embedded as PNG data URIs)."""
+"""report.md and a self-contained report.html (plots embedded as PNG data URIs): per study a
+short summary, the results table, a verdict per method and attack, and plots over all seeds."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import json
 import math
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import matplotlib
@@ -14,27 +15,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from classunlearn.audit.verdicts import accuracy_verdict, mia_nn_verdict  # noqa: E402
 from classunlearn.bench.summary import (  # noqa: E402
     DROP_NOTE,
     GAP_KEYS,
     HEADER,
+    cell,
     has_drops,
     oracle_methods,
     ordered_methods,
     table_rows,
     write_text_atomic,
 )
+from classunlearn.render import Html, badge, figure_png, join, page, table, tag  # noqa: E402
 from classunlearn.table import markdown_table  # noqa: E402
 
 LOG_FLOOR = 1e-4  # zeros clipped to this on the log-log ROC panel
 NA_COLOUR = "lightgrey"  # gap cells with no value: never a colour of the scale
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _seed_sorted(d: dict) -> list:
@@ -85,22 +82,24 @@ def _forget_figure(study: str, d: dict):
     """The heat map of where forget-class test samples go: the references' mean, then each
     method's mean over its seeds; None without anything to show."""
     names = d.get("class_names") or []
-    labels, rows = [], []
+    labels, rows, sds = [], [], []
     if d.get("ref_forget_probs") is not None and len(d["ref_forget_probs"]):
         labels.append("retrained refs (mean)")
         rows.append(np.asarray(d["ref_forget_probs"], dtype=float))
+        sds.append(None)
     for m, v in (d.get("methods") or {}).items():
         seeds = seed_forget_probs(v.get("forget_probs"))
         if not seeds or len({s.shape for s in seeds}) != 1:
             continue
         rows.append(np.mean(seeds, 0))
+        sds.append(np.std(seeds, 0) if len(seeds) > 1 else None)
         labels.append(f"{m} (mean over {len(seeds)} seeds)" if len(seeds) > 1
                       else f"{m} (1 seed)")
     rows_ok = [r for r in rows if r.shape == rows[0].shape] if rows else []
     if not rows_ok or len(rows_ok) != len(rows):
         return None
     grid = np.stack(rows)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
     ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_yticks(range(len(rows)), labels)
     nn = list((d.get("nn_class") or {}).values())
@@ -110,18 +109,14 @@ def _forget_figure(study: str, d: dict):
                                           (" (forget)" if i in forget else "")
                                           for i, n in enumerate(names)], rotation=45, ha="right")
     ax.set_title(f"{study}: mean probability of forget-class test samples per class "
-                 "(methods: mean over seeds)")
+                 "(methods: mean ± sd over seeds)")
     for i, row in enumerate(grid):
         for j, v in enumerate(row):
             if np.isfinite(v) and v >= 0.05:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
+                sd = f"\n±{sds[i][j]:.2f}" if sds[i] is not None and sds[i][j] >= 0.005 else ""
+                ax.text(j, i, f"{v:.2f}{sd}", ha="center", va="center", fontsize=7,
+                        linespacing=0.9, color="white" if v < 0.6 else "black")
     return fig
-
-
-def _forget_plot(study: str, d: dict) -> str | None:
-    fig = _forget_figure(study, d)
-    return _png(fig) if fig is not None else None
 
 
 def roc_figure(study: str, d: dict):
@@ -148,16 +143,44 @@ def roc_figure(study: str, d: dict):
     lin.set(xlabel="false-positive rate", ylabel="true-positive rate",
             title=f"U-LiRA ROC ({study}); chance = diagonal")
     log.plot([LOG_FLOOR, 1], [LOG_FLOOR, 1], "k:", lw=0.8)
-    log.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1),
+    log.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3),
             xlabel=f"false-positive rate (log; 0 shown at {LOG_FLOOR:g})",
             ylabel="true-positive rate (log)", title="low false-positive region (log-log)")
     lin.legend(fontsize=7, ncol=2)
     return fig
 
 
-def _roc_plot(study: str, d: dict) -> str | None:
-    fig = roc_figure(study, d)
-    return _png(fig) if fig is not None else None
+def roc_grid_figure(study: str, d: dict, per_row: int = 4):
+    """One log-log panel per method (the low false-positive region, where an attack that
+    finds out a few samples shows): every seed's U-LiRA ROC of the method, over retrain's
+    curves in grey, what the attack reads for retrained models. None without any curve."""
+    curves = {m: seed_roc_curves(v.get("ulira_roc"))
+              for m, v in (d.get("methods") or {}).items() if "ulira_roc" in v}
+    curves = {m: c for m, c in curves.items() if c}
+    if not curves:
+        return None
+    null = curves.get("retrain", [])
+    n_rows = math.ceil(len(curves) / per_row)
+    n_cols = min(per_row, len(curves))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.9 * n_cols, 2.9 * n_rows),
+                             squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    for i, (ax, (m, seeds)) in enumerate(zip(axes.flat, curves.items())):
+        for fpr, tpr in null if m != "retrain" else []:
+            ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1), color="0.6",
+                    lw=0.8, ls="--")
+        for s, (fpr, tpr) in enumerate(seeds):
+            ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1),
+                    color=f"C{i % 10}", lw=1.0, gid=f"roc-grid:{m}:{s}")
+        ax.plot([LOG_FLOOR, 1], [LOG_FLOOR, 1], "k:", lw=0.6)
+        ax.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3))
+        ax.set_title(f"{m} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.supxlabel("false-positive rate (log)", fontsize=9)
+    fig.supylabel("true-positive rate (log)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def _mark(stat: dict) -> str:
@@ -170,7 +193,8 @@ def _finite(v) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _mia_nn_plot(study: str, summary: dict) -> str | None:
+def _mia_nn_figure(study: str, summary: dict):
+    """MIA-NN score per method against the references' band; None without any score."""
     methods = [m for m in ordered_methods(summary)
                if _finite(summary[m].get("mia_nn", {}).get("mean"))]
     if not methods:
@@ -192,7 +216,7 @@ def _mia_nn_plot(study: str, summary: dict) -> str | None:
         ax.legend(fontsize=8)
     ax.set(ylabel="MIA-NN score (%)", title=f"MIA-NN score vs the references ({study})")
     ax.tick_params(axis="x", rotation=60)
-    return _png(fig)
+    return fig
 
 
 def gap_matrix(summary: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -240,11 +264,6 @@ def gap_figure(summary: dict):
     return fig
 
 
-def _gap_plot(summary: dict) -> str | None:
-    fig = gap_figure(summary)
-    return _png(fig) if fig is not None else None
-
-
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -273,66 +292,272 @@ def study_warnings(details: dict | None) -> list[str]:
             for s, ws in studies.items() for w in ws]
 
 
-def render_tables(results: dict, oracles: set[str]) -> str:
-    failed = results.get("failed") or {}
-    parts = []
-    for study, summary in results["studies"].items():
+def study_tables(results: dict, failed: dict, oracles: set[str]) -> list[tuple[str, list]]:
+    """(title, rows of text cells) of every table: one per study, FAILED rows kept (also of a
+    study where every method failed, which has no summary), then the pooled one."""
+    def gone(study: str) -> list[str]:
         # failed keys are "<study> <method>": every seed of that method diverged or some did
-        gone = sorted({k[len(study) + 1:] for k in failed if k.startswith(study + " ")})
-        parts.append(f"### {study}\n\n"
-                     + markdown_table(HEADER, table_rows(summary, oracles, gone)))
-    # a study where every method failed has no metrics, so no summary: keep its FAILED rows
+        return sorted({k[len(study) + 1:] for k in failed if k.startswith(study + " ")})
+
+    out = [(study, table_rows(summary, oracles, gone(study)))
+           for study, summary in results["studies"].items()]
     known = tuple(s + " " for s in results["studies"])
-    for study in sorted({k.rsplit(" ", 1)[0] for k in failed
-                         if " " in k and not k.startswith(known)}):
-        gone = sorted({k[len(study) + 1:] for k in failed if k.startswith(study + " ")})
-        parts.append(f"### {study}\n\n" + markdown_table(HEADER, table_rows({}, oracles, gone)))
+    out += [(study, table_rows({}, oracles, gone(study)))
+            for study in sorted({k.rsplit(" ", 1)[0] for k in failed
+                                 if " " in k and not k.startswith(known)})]
     if len(results["studies"]) > 1:
-        parts.append("### pooled over studies\n\n" +
-                     markdown_table(HEADER, table_rows(results["summary"], oracles)))
-    if any(has_drops(s) for s in [results["summary"], *results["studies"].values()]):
+        out.append(("pooled over studies", table_rows(results["summary"], oracles)))
+    return out
+
+
+def _drops(results: dict) -> bool:
+    return any(has_drops(s) for s in [results["summary"], *results["studies"].values()])
+
+
+def render_tables(results: dict, oracles: set[str]) -> str:
+    """The Markdown tables of report.md (results may carry "failed")."""
+    parts = [f"### {title}\n\n" + markdown_table(HEADER, rows)
+             for title, rows in study_tables(results, results.get("failed") or {}, oracles)]
+    if _drops(results):
         parts.append(DROP_NOTE)
     return "\n\n".join(parts)
 
 
+LEGEND = ("Mean ± std over seeds. Accuracies and attack scores in %. MIA-NN z = |score - "
+          "references' mean| / references' sd. U-LiRA: balanced accuracy at the best "
+          "threshold over both directions (50 = chance; the retrain row shows what this "
+          "attack reads for a retrained model, see docs/audit.md). TV: total variation to "
+          "the references' mean output on T_f. Avg.Gap: mean |metric - retrain| over "
+          "Acc_r, Acc_f, TA_r, TA_f, SVC-MIA, MIA-NN, U-LiRA. Methods ranked by Avg.Gap; "
+          "ORACLE methods read retrained models.")
+
+HEADER_TITLES = ["", "accuracy on the retained training data D_r",
+                 "accuracy on the forgotten training data D_f",
+                 "accuracy on the retained test data T_r",
+                 "accuracy on the forgotten test data T_f",
+                 "SVC membership attack score", "MIA-NN attack score",
+                 "MIA-NN: |score - references' mean| / references' sd",
+                 "U-LiRA best-threshold balanced accuracy", "U-LiRA area under the ROC curve",
+                 "total variation to the references' mean output on T_f",
+                 "mean |metric - retrain| over the seven gap metrics",
+                 "run time of the method (s)", "run time / retrain's run time"]
+
+
+# ------------------------------------------------------------------ verdicts
+
+VERDICT_ATTACKS = {"accuracy": "accuracy", "mia_nn": "MIA-NN", "ulira": "U-LiRA"}
+ULIRA_MISSING = ("no U-LiRA verdict: it compares bootstrap intervals of the method and of a "
+                 "retrain replay on the same shadows, and this run's results keep neither "
+                 "(see docs/audit.md, Verdicts; scripts/verdicts_demo.py computes them from "
+                 "the artifacts)")
+
+
+def _read_db(out: Path) -> tuple[dict, dict]:
+    """(study -> method -> seed -> metric -> value, the run's config) from the results.db of
+    a bench folder, read only; ({}, {}) without one."""
+    db = Path(out) / "results.db"
+    if not db.is_file():
+        return {}, {}
+    per: dict = {}
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            for study, method, seed, metric, value in con.execute(
+                    "SELECT study, method, seed, metric, value FROM metrics"):
+                per.setdefault(study, {}).setdefault(method, {}).setdefault(
+                    int(seed), {})[metric] = value
+            row = con.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+    except sqlite3.Error:
+        return per, {}
+    config = (json.loads(row[0]) or {}).get("config") if row else None
+    return per, config if isinstance(config, dict) else {}
+
+
+def derived_verdicts(per_seed: dict, n_references: int | None) -> dict:
+    """{method: {seed: [verdict dict]}}, the shape the runner stores, from per-seed metrics:
+    accuracy against the retrain method's other seeds (the results keep no per-reference
+    accuracies), MIA-NN from z and the number of references, U-LiRA absent (no intervals)."""
+    retrain = per_seed.get("retrain", {})
+    out: dict = {}
+    for method, seeds in per_seed.items():
+        for seed, m in seeds.items():
+            refs = [r for s, r in retrain.items() if not (method == "retrain" and s == seed)
+                    and _finite(r.get("acc_forget")) and _finite(r.get("test_acc_retain"))]
+            got = []
+            if _finite(m.get("acc_forget")) and _finite(m.get("test_acc_retain")):
+                v = accuracy_verdict(m["acc_forget"], m["test_acc_retain"],
+                                     [r["acc_forget"] for r in refs],
+                                     [r["test_acc_retain"] for r in refs])
+                got.append({**v.to_dict(), "rule": v.rule + f"; references here: {len(refs)} "
+                            "seed(s) of the retrain method"})
+            if n_references is not None and "mia_nn_z" in m:
+                z = m["mia_nn_z"] if _finite(m["mia_nn_z"]) else None
+                got.append(mia_nn_verdict(z, n_references).to_dict())
+            out.setdefault(method, {})[str(seed)] = [
+                {"attack": v["attack"], "verdict": v["outcome"], "passed": v["passed"],
+                 "rule": v["rule"], "numbers": v["numbers"]} for v in got]
+    return out
+
+
+def _numbers_text(numbers: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in (numbers or {}).items())
+
+
+def verdict_cell(seeds: dict, attack: str) -> Html:
+    """The badges of one method and attack over its seeds: one per outcome, with how many
+    seeds gave it; the tooltip has the rule and each seed's numbers. "—" when no seed has
+    a verdict for this attack."""
+    found = [(s, v) for s, vs in seeds.items() for v in vs or [] if v.get("attack") == attack]
+    if not found:
+        why = ULIRA_MISSING if attack == "ulira" else f"no {VERDICT_ATTACKS[attack]} verdict: " \
+            "the metrics it needs were not measured"
+        return badge("—", "na", why)
+    counts: dict = {}
+    for s, v in found:
+        outcome = v.get("verdict", v.get("outcome"))  # the schema's name, or Verdict's
+        counts.setdefault((outcome, v.get("passed")), []).append((s, v))
+    parts = []
+    for (outcome, passed), vs in counts.items():
+        tip = "rule: " + str(vs[0][1].get("rule", "")) + "\n" + "\n".join(
+            f"seed {s}: {_numbers_text(v.get('numbers'))}" for s, v in vs)
+        n = f" {len(vs)}/{len(found)}" if len(found) > 1 else ""
+        parts.append(badge(f"{outcome}{n}", passed, tip))
+    return join(parts)
+
+
+def study_verdicts(d: dict, per_seed: dict, n_references: int | None = None) -> dict:
+    """The verdicts the runner stored (details[study]["verdicts"]) or, for results without
+    them, those derived from the per-seed metrics."""
+    stored = d.get("verdicts") if isinstance(d, dict) else None
+    return stored if isinstance(stored, dict) else derived_verdicts(per_seed, n_references)
+
+
+def leaking(verdicts: dict) -> dict[str, list[str]]:
+    """method -> the attacks that found it out (passed False) in some seed."""
+    out: dict = {}
+    for method, seeds in verdicts.items():
+        for vs in seeds.values():
+            for v in vs or []:
+                name = VERDICT_ATTACKS.get(v.get("attack"), str(v.get("attack")))
+                if v.get("passed") is False and name not in out.get(method, []):
+                    out.setdefault(method, []).append(name)
+    return out
+
+
+# ------------------------------------------------------------------ the HTML page
+
+def _class(d: dict, i: int) -> str:
+    names = d.get("class_names") or []
+    named = 0 <= i < len(names) and str(names[i]) != str(i)
+    return f"class {i} “{names[i]}”" if named else f"class {i}"
+
+
+def summary_items(d: dict, summary: dict, verdicts: dict, oracles: set[str],
+                  config: dict | None = None) -> list[Html]:
+    """The few sentences a reader needs first: what was forgotten (and how much evidence
+    there is), where retrained models send it, which methods leak, which comes closest to
+    retraining."""
+    forget = [int(c) for c in d.get("forget_classes") or []]
+    config = config or {}
+    items = []
+    if forget:
+        run = [f"{config[k]} {name}" for k, name in (("seeds", "seeds"),
+               ("references", "references"), ("shadows", "shadows per side"))
+               if isinstance(config.get(k), int)]
+        items.append(join(["Forgotten: ", tag("strong", ", ".join(_class(d, c) for c in forget)),
+                           f" ({', '.join(run)})." if run else "."]))
+    ref = np.asarray(d.get("ref_forget_probs") or [], dtype=float)
+    top = [int(i) for i in np.argsort(-ref) if int(i) not in forget][:3] if ref.size else []
+    if top:
+        rest = [f"{_class(d, i)} ({100 * ref[i]:.0f} %)" for i in top[1:]]
+        kept = sum(ref[c] for c in forget if c < ref.size)
+        items.append(join([
+            "Retrained models send its test samples to ", tag("strong", _class(d, top[0])),
+            f" (mean probability {100 * ref[top[0]]:.0f} %)",
+            f", then {_and(rest)}" if rest else "",
+            f"; {100 * kept:.0f} % stays on the forgotten class."]))
+    leaks = leaking(verdicts)
+    items.append(join(["Found out by an attack: ", tag("strong", "; ".join(
+        f"{m} ({', '.join(a)})" for m, a in leaks.items())) if leaks else "no method", "."]))
+    closest = [m for m in ordered_methods(summary) if m != "retrain"
+               and _finite(summary[m].get("avg_gap", {}).get("mean"))]
+    if closest:
+        m = closest[0]
+        items.append(join(["Closest to retraining (lowest Avg.Gap): ", tag("strong", m),
+                           " (ORACLE: reads retrained models)" if m in oracles else "",
+                           f", Avg.Gap {cell(summary[m]['avg_gap'])} points."]))
+    return items
+
+
+def _figures(study: str, d: dict, summary: dict) -> list[Html]:
+    figs = [(_forget_figure(study, d), "Where forget-class samples go",
+             "Mean predicted probability of the forgotten class's test samples per class: the "
+             "retrained references, then each method (mean ± sd over its seeds)."),
+            (roc_figure(study, d), "U-LiRA ROC",
+             "U-LiRA ROC of every method, one thin line per seed; right: the low "
+             "false-positive region on log-log axes."),
+            (roc_grid_figure(study, d), "U-LiRA ROC per method",
+             "Each method's U-LiRA ROC, one line per seed, on log-log axes; dashed grey: "
+             "the retrain method's curves (what the attack reads for retrained models)."),
+            (_mia_nn_figure(study, summary), "MIA-NN",
+             "MIA-NN score per method (mean ± std over seeds) against the retrained "
+             "references' mean ± 2 sd."),
+            (gap_figure(summary), "Gap to retrain",
+             "|metric - retrain| per method and metric, in points.")]
+    return [join([tag("h3", f"{title}: {study}"), figure_png(fig, f"{title}: {study}", caption)])
+            for fig, title, caption in figs if fig is not None]
+
+
+def render_html(out: Path, results: dict, failed: dict, details: dict | None,
+                warnings: list[str]) -> str:
+    """report.html: a summary per study, its results and verdict tables, then its plots."""
+    details = details or {}
+    oracles = oracle_methods(results["summary"])
+    per_seed, config = _read_db(out)
+    n_refs = config.get("references") if isinstance(config.get("references"), int) else None
+    tables = dict(study_tables(results, failed, oracles))
+    legend, legend_shown = LEGEND + (" " + DROP_NOTE if _drops(results) else ""), False
+    body: list[object] = [tag("h1", "classunlearn bench report"),
+                          *(tag("p", tag("strong", w), class_="warn") for w in warnings)]
+    for study, rows in tables.items():
+        summary = results["studies"].get(study, {})
+        d = details.get(study) if isinstance(details.get(study), dict) else {}
+        verdicts = study_verdicts(d, per_seed.get(study, {}), n_refs)
+        body.append(tag("h2", study if study != "pooled over studies" else
+                        "Pooled over studies", id=study))
+        if summary and d:
+            body.append(tag("ul", *(tag("li", i) for i in
+                                    summary_items(d, summary, verdicts, oracles, config)),
+                            class_="summary"))
+        body.append(table(HEADER, rows, titles=HEADER_TITLES))
+        if not legend_shown:
+            body.append(tag("p", legend, class_="note"))
+            legend_shown = True
+        if verdicts:
+            body += [tag("h3", "Verdicts"), table(
+                ["method", *VERDICT_ATTACKS.values()],
+                [[m, *(verdict_cell(verdicts.get(m, {}), a) for a in VERDICT_ATTACKS)]
+                 for m in ordered_methods(summary) if m in verdicts]),
+                tag("p", "Green: looks retrained; red: found out; amber: inconclusive; "
+                    "grey —: no verdict. Hover a badge for its rule and numbers (docs/audit.md, "
+                    "Verdicts). With n/N, n of the N seeds gave that verdict.", class_="note")]
+        if d:
+            body += _figures(study, d, summary)
+    if failed:
+        body += [tag("h2", "Failed runs"),
+                 tag("ul", *(tag("li", tag("code", k), ": ", v) for k, v in failed.items()))]
+    return page("classunlearn bench report", *body)
+
+
 def write_report(out: Path, results: dict, failed: dict, details: dict | None = None) -> None:
-    """Write report.md and report.html from results (summary + studies) and plot details."""
+    """Write report.md and report.html from results (summary + studies) and plot details;
+    verdicts come from details or, failing that, from the per-seed metrics in results.db."""
     oracles = oracle_methods(results["summary"])
     tables = render_tables({**results, "failed": failed}, oracles)
-    legend = ("Mean ± std over seeds. Accuracies and attack scores in %. MIA-NN z = |score - "
-              "references' mean| / references' sd. U-LiRA: balanced accuracy at the best "
-              "threshold over both directions (50 = chance; the retrain row shows what this "
-              "attack reads for a retrained model, see docs/audit.md). TV: total variation to "
-              "the references' mean output on T_f. Avg.Gap: mean |metric - retrain| over "
-              "Acc_r, Acc_f, TA_r, TA_f, SVC-MIA, MIA-NN, U-LiRA. Methods ranked by Avg.Gap; "
-              "ORACLE methods read retrained models."
-              + ("" if DROP_NOTE in tables else " " + DROP_NOTE))
+    legend = LEGEND + ("" if DROP_NOTE in tables else " " + DROP_NOTE)
     warnings = version_warnings(details) + study_warnings(details)
     warn_md = "".join(f"**{w}**\n\n" for w in warnings)
     fail = "".join(f"\n- FAILED {k}: {v}" for k, v in failed.items())
     write_text_atomic(out / "report.md", f"# classunlearn bench report\n\n{warn_md}{legend}\n\n"
                       f"{tables}\n" + (f"\n## Failed runs\n{fail}\n" if fail else ""))
-    images: list[tuple[str, str]] = []
-    for study, d in (details or {}).items():
-        if not isinstance(d, dict):
-            continue
-        summary = results["studies"].get(study, {})
-        for title, img in ((f"Where forget-class samples go: {study}", _forget_plot(study, d)),
-                           (f"U-LiRA ROC: {study}", _roc_plot(study, d)),
-                           (f"MIA-NN: {study}", _mia_nn_plot(study, summary)),
-                           (f"Gap to retrain: {study}", _gap_plot(summary))):
-            if img:
-                images.append((title, img))
-    body = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' "
-                   f"src='data:image/png;base64,{b}'/>" for t, b in images)
-    warn_html = "".join(f"<p class='warn'><strong>{html.escape(w)}</strong></p>"
-                        for w in warnings)
-    write_text_atomic(
-        out / "report.html",
-        "<!doctype html><html><head><meta charset='utf-8'><title>classunlearn report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}pre{font-size:12px}"
-        "img{max-width:100%}.warn{background:#fff3cd;border:2px solid #d39e00;padding:8px}"
-        "</style></head><body><h1>classunlearn bench report</h1>"
-        f"{warn_html}<p>{html.escape(legend)}</p><pre>{html.escape(tables)}</pre>"
-        f"{'<h2>Failed runs</h2><pre>' + html.escape(fail) + '</pre>' if fail else ''}"
-        f"{body}</body></html>")
+    write_text_atomic(out / "report.html", render_html(out, results, failed, details, warnings))
