@@ -90,7 +90,7 @@ def test_leaky_method_exits_3_and_still_writes(first, capsys):
                "--shadows", SHADOWS, "--out", str(d / "ga")])
     out = capsys.readouterr().out
     assert rc == 3
-    assert "verdict FAIL accuracy: fail" in out  # GA's 3 epochs leave Acc_f far above 0
+    assert "verdict FAIL accuracy: fail" in out  # GA wrecks TA_r here (62.7 vs 97.5)
     assert (d / "ga" / "record.json").is_file()
     r = _strict((d / "ga" / "record.json").read_text())
     assert r["audit"]["units_computed"] == 1  # only GA's replay on the cached shadows

@@ -149,13 +149,17 @@ def _previous(req: ForgetRequest) -> tuple[dict | None, list[int]]:
     if req.previous is None:
         return None, []
     prev = read_record(req.previous)
-    unlearned = prev["files"]["unlearned"]
+    try:
+        unlearned = prev["files"]["unlearned"]
+        done = [int(c["index"]) for c in prev["request"]["forget_classes"]]
+        done += [int(c["index"]) for c in prev["request"]["forgotten_before"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ParameterError(f"--previous {req.previous} is malformed ({type(e).__name__}: "
+                             f"{e}); pass the record.json written by `forget`") from None
     if file_sha256(req.checkpoint) != unlearned["sha256"]:
         raise ParameterError(f"--checkpoint {req.checkpoint} is not the unlearned model of "
                              f"--previous {req.previous} (its SHA-256 differs); pass "
                              f"{record_path(req.previous.parent, unlearned['path'])}")
-    done = [c["index"] for c in prev["request"]["forget_classes"]]
-    done += [c["index"] for c in prev["request"]["forgotten_before"]]
     return prev, sorted(done)
 
 
