@@ -88,10 +88,24 @@ def test_json_has_every_contract_key_finite(audited):
         assert ref["acc_forget"] == 0.0
 
 
+def test_json_has_the_verdicts(audited):
+    """audit --json: one verdict per attack (docs/audit.md, "Verdicts"); U-LiRA's null is
+    retrain replayed on the same shadows."""
+    doc = audited[0]
+    v = {x["attack"]: x for x in doc["verdicts"]}
+    assert list(v) == ["accuracy", "mia_nn", "ulira"]
+    assert v["mia_nn"]["numbers"]["n_references"] == 3
+    assert v["mia_nn"]["verdict"] != "leaks"  # 3 references never suffice for "leaks"
+    u = doc["ulira_details"]
+    assert v["ulira"]["numbers"]["null_point"] == u["ulira_null"]["point"]
+    assert v["ulira"]["numbers"]["point"] == pytest.approx(doc["metrics"]["ulira"])
+
+
 def test_second_audit_reuses_every_shadow_unit(audited):
     first, second = (d["ulira_details"] for d in audited)
-    assert first["units_computed"] == 3 and first["units_reused"] == 0
-    assert second["units_computed"] == 0 and second["units_reused"] == 3
+    # shadow originals, shadow retrains, the method replayed, retrain replayed (the null)
+    assert first["units_computed"] == 4 and first["units_reused"] == 0
+    assert second["units_computed"] == 0 and second["units_reused"] == 4
     assert audited[0]["metrics"]["ulira"] == audited[1]["metrics"]["ulira"]
 
 

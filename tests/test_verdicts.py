@@ -197,13 +197,14 @@ def digits_study(tmp_path_factory):
     arts = {}
     for meta in (out / "artifacts").glob("*.json"):
         arts[json.loads(meta.read_text())["label"]] = load_file(meta.with_suffix(".safetensors"))
-    (rows,) = json.loads((out / "results.json").read_text())["studies"].values()
+    results = json.loads((out / "results.json").read_text())
+    (rows,) = results["studies"].values()
     split = ForgetSplit(load_dataset("digits"), (3,))
-    return rows, arts, split
+    return rows, arts, split, results
 
 
 def test_digits_verdicts(digits_study):
-    rows, arts, split = digits_study
+    rows, arts, split, _ = digits_study
     y_tr, y_te = split.dataset.y_train.numpy(), split.dataset.y_test.numpy()
     f_tr, r_te = split.train_forget.numpy(), split.test_retain.numpy()
     refs = [a for k, a in arts.items() if k.startswith("reference ")]
@@ -233,3 +234,24 @@ def test_digits_verdicts(digits_study):
     assert all(v.passed for v in retrain.values()), retrain
     assert any(v.passed is False for v in rl.values()), rl
     assert not math.isnan(null.point)
+
+
+def test_bench_results_carry_the_verdicts(digits_study):
+    """results.json["verdicts"][study][method][seed]: the same rules, wired by the runner
+    (U-LiRA against the retrain replay of the same seed, 1000 resamples)."""
+    *_, results = digits_study
+    (study,) = results["verdicts"]
+    got = {m: {v["attack"]: v for v in seeds["0"]}
+           for m, seeds in results["verdicts"][study].items()}
+    assert set(got) == {"retrain", "original", "rl"}
+    for m in got.values():
+        assert list(m) == ["accuracy", "mia_nn", "ulira"]
+        assert all(v["verdict"] == v["outcome"] and v["rule"] for v in m.values())
+    assert got["original"]["accuracy"]["verdict"] == "fail"
+    assert got["original"]["mia_nn"]["verdict"] == "leaks"
+    assert got["original"]["ulira"]["verdict"] == "distinguishable"
+    assert all(v["passed"] for v in got["retrain"].values())
+    assert got["rl"]["ulira"]["verdict"] == "distinguishable"  # RL passes the other two
+    u = got["rl"]["ulira"]["numbers"]
+    assert u["point"] == pytest.approx(results["studies"][study]["rl"]["ulira"]["mean"])
+    assert u["null_point"] == pytest.approx(got["retrain"]["ulira"]["numbers"]["point"])

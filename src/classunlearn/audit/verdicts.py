@@ -88,11 +88,13 @@ __all__ = [
     "Verdict",
     "accuracy_verdict",
     "best_threshold_accuracy",
+    "method_verdicts",
     "mia_nn_verdict",
     "ulira_interval",
     "ulira_null",
     "ulira_phi_interval",
     "ulira_verdict",
+    "verdict_record",
 ]
 
 
@@ -436,3 +438,40 @@ def ulira_verdict(interval: UliraInterval | Mapping[str, Any],
     else:
         outcome, passed = "inconclusive", None
     return Verdict("ulira", outcome, passed, rule, numbers)
+
+
+# --------------------------------------------------------------------------- all three
+
+
+def verdict_record(v: Verdict) -> dict[str, Any]:
+    """A verdict as stored in ``record.json``, ``audit --json`` and the bench's
+    ``results.json``: ``to_dict()`` plus ``verdict`` (= ``outcome``, the key those documents
+    use)."""
+    return {"attack": v.attack, "verdict": v.outcome, **{k: x for k, x in v.to_dict().items()
+                                                          if k != "attack"}}
+
+
+def method_verdicts(
+    metrics: Mapping[str, Any],
+    ref_acc_forget: Sequence[float],
+    ref_test_acc_retain: Sequence[float],
+    interval: UliraInterval | Mapping[str, Any] | None = None,
+    null: UliraInterval | Mapping[str, Any] | None = None,
+    n_references: int | None = None,
+) -> list[Verdict]:
+    """The verdicts of one audited model, in ``ATTACKS`` order: accuracy (``acc_forget``,
+    ``test_acc_retain`` of `metrics` against the references'), MIA-NN (``mia_nn_z`` of
+    `metrics`, M = `n_references`, default the number of reference accuracies), and
+    U-LiRA when both its `interval` and its `null` are given. An attack whose numbers are
+    missing from `metrics` gets no verdict. The one place the bench, ``audit`` and
+    ``forget`` turn numbers into verdicts."""
+    out = []
+    if metrics.get("acc_forget") is not None and metrics.get("test_acc_retain") is not None:
+        out.append(accuracy_verdict(metrics["acc_forget"], metrics["test_acc_retain"],
+                                    ref_acc_forget, ref_test_acc_retain))
+    if metrics.get("mia_nn") is not None:
+        m = len(ref_acc_forget) if n_references is None else n_references
+        out.append(mia_nn_verdict(metrics.get("mia_nn_z"), m))
+    if interval is not None and null is not None:
+        out.append(ulira_verdict(interval, null))
+    return out

@@ -166,6 +166,7 @@ class UliraOutcome:
     metrics: dict
     details: dict
     unavailable: str | None = None
+    arrays: dict | None = None  # with null=True: ulira_arrays(), what the numbers come from
 
 
 def _oracle_references(meta: CheckpointMeta, ds, audit_shas: list[str]
@@ -241,22 +242,29 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
                        dataset_fingerprint(meta.dataset, data_dir),
                        meta.model_source_sha256 or "")
     return replay_ulira(ctx, split, method, cls, params, n_shadows, cache,
-                        [model_logits, *ref_logits], oracle_arrays, oracle_shas, log)
+                        [model_logits, *ref_logits], oracle_arrays, oracle_shas, log,
+                        null=True)
 
 
 def replay_ulira(ctx, split: ForgetSplit, method: RecordedMethod, cls, params,
                  n_shadows: int, cache: Path, audited: list[SplitLogits],
                  oracle_arrays: list[dict], oracle_shas: list[str],
-                 log: Callable[[str], None]) -> UliraOutcome:
+                 log: Callable[[str], None], null: bool = False) -> UliraOutcome:
     """U-LiRA of `method` (class `cls`, resolved `params`) in the study `ctx`: the bench's
     shadow units for study seed 0 and the method's replay on them, run through
     ``run_units`` with a :class:`Store` in `cache`. `audited` are the audited model's
-    logits, then each reference's (their "flagged" shares). The CLI audit (``run_ulira``)
-    and the Python API (``cu.audit``) both come here."""
+    logits, then each reference's (their "flagged" shares). The CLI audit (``run_ulira``),
+    ``forget`` and the Python API (``cu.audit``) all come here.
+
+    With `null`, also the verdict's null: ``retrain`` replayed on the same shadows (the
+    bench's ``retrain`` replay of seed 0, same key), and both bootstrap intervals
+    (``details["ulira_interval"]`` and ``details["ulira_null"]``); ``arrays`` then holds the
+    per-example scores the numbers come from (``forget`` stores them for ``verify``)."""
     from classunlearn.bench.executors import LocalExecutor
     from classunlearn.bench.runner import run_units
     from classunlearn.bench.store import Store
     from classunlearn.bench.units import (
+        SEED_RETRAIN,
         SEED_SHADOW_ORIGINALS,
         SEED_SHADOW_RETRAINS,
         replay_key,
@@ -279,26 +287,79 @@ def replay_ulira(ctx, split: ForgetSplit, method: RecordedMethod, cls, params,
          (ctx, SEED_SHADOW_RETRAINS, n_shadows, True))], counts, log, "shadows")
     p = params.to_dict()
     k_method = replay_key(ctx, cls.name, p, method.seed, k_orig, oracle_shas)
-    done.update(run_units(store, executor, [
-        (k_method, f"{method.name} on {n_shadows} shadows", unit_replay,
-         (ctx, cls.name, p, method.seed, done[k_orig][0], oracle_arrays))],
-        counts, log, "unlearn"))
+    units = [(k_method, f"{method.name} on {n_shadows} shadows", unit_replay,
+              (ctx, cls.name, p, method.seed, done[k_orig][0], oracle_arrays))]
+    unit_keys = {"shadow_originals": k_orig, "shadow_retrains": k_ret, "method": k_method}
+    if null:  # the bench's `retrain` replay of study seed 0: same params, seed and key
+        r_cls, r_params = rebuild_method(RecordedMethod("retrain", {}, SEED_RETRAIN, ""),
+                                         ctx.dataset, ctx.recipe)
+        r_p = r_params.to_dict()
+        unit_keys["null"] = replay_key(ctx, r_cls.name, r_p, SEED_RETRAIN, k_orig, [])
+        if unit_keys["null"] != k_method:
+            units.append((unit_keys["null"], f"retrain on {n_shadows} shadows (the null)",
+                          unit_replay, (ctx, r_cls.name, r_p, SEED_RETRAIN, done[k_orig][0],
+                                        [])))
+    done.update(run_units(store, executor, units, counts, log, "unlearn"))
     arrays, info = done[k_method]
     details = {"method": method.name, "params": p, "seed": method.seed,
                "method_source": method.source, "shadows": n_shadows, "cache": str(cache),
                "units_computed": counts["computed"], "units_reused": counts["reused"],
-               "unit_keys": {"shadow_originals": k_orig, "shadow_retrains": k_ret,
-                             "method": k_method}}
-    if info.get("failed"):
-        return UliraOutcome({}, details, f"{method.name} diverged on a shadow model: "
-                            f"{info['failed']}")
+               "unit_keys": unit_keys}
+    failed = info.get("failed") or (null and done[unit_keys["null"]][1].get("failed"))
+    if failed:
+        return UliraOutcome({}, details, f"{method.name} diverged on a shadow model: {failed}")
     metrics, u, flagged = ulira_metrics(split, arrays["phi"], done[k_orig][0], done[k_ret][0],
                                         audited)
     metrics["ulira_flagged"] = flagged[0]
     details["reference_flagged"] = flagged[1:]
     details["variance"] = u.variance
     details["roc"] = [u.roc_fpr, u.roc_tpr]
-    return UliraOutcome(metrics, details)
+    out = UliraOutcome(metrics, details)
+    if null:
+        out.arrays = ulira_arrays(split, arrays["phi"], done[unit_keys["null"]][0]["phi"],
+                                  done[k_orig][0], done[k_ret][0])
+        details.update(ulira_intervals(out.arrays))
+    return out
+
+
+ULIRA_ARRAYS = ("method_phi", "null_phi", "mask", "retrained_phi")
+"""What the U-LiRA numbers of one audit are computed from (``forget`` stores them)."""
+
+
+def ulira_arrays(split: ForgetSplit, method_phi: np.ndarray, null_phi: np.ndarray,
+                 shadow_originals: dict, shadow_retrains: dict) -> dict[str, np.ndarray]:
+    """The per-example scores behind U-LiRA and its verdict: the method's and retrain's
+    replays on the shadow originals (N x |D_f|), which of D_f each shadow original saw
+    (`mask`) and the shadow retrains' scores on D_f."""
+    mask = np.asarray(shadow_originals["mask"])[:, split.train_forget.numpy()].astype(bool)
+    return {"method_phi": np.asarray(method_phi), "null_phi": np.asarray(null_phi),
+            "mask": mask, "retrained_phi": np.asarray(shadow_retrains["phi"])}
+
+
+def ulira_intervals(arrays: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The verdict's two bootstrap intervals from :func:`ulira_arrays`: the method's and the
+    null's (retrain replayed on the same shadows)."""
+    from classunlearn.audit.verdicts import ulira_null, ulira_phi_interval
+
+    mask = np.asarray(arrays["mask"]).astype(bool)
+    interval = ulira_phi_interval(arrays["method_phi"], mask, arrays["retrained_phi"])
+    null = ulira_null(arrays["null_phi"], mask, arrays["retrained_phi"])
+    return {"ulira_interval": interval.to_dict(), "ulira_null": null.to_dict()}
+
+
+def checkpoint_verdicts(core: dict) -> list[dict]:
+    """The verdicts of one audited model from :func:`measure`'s output (``metrics``,
+    ``references``, ``ulira_details``), as JSON records
+    (:func:`classunlearn.audit.verdicts.verdict_record`)."""
+    from classunlearn.audit.verdicts import method_verdicts, verdict_record
+
+    refs = core["references"]
+    u = core["ulira_details"]
+    found = method_verdicts(
+        core["metrics"], [r["acc_forget"] for r in refs if "acc_forget" in r],
+        [r["test_acc_retain"] for r in refs if "test_acc_retain" in r],
+        u.get("ulira_interval"), u.get("ulira_null"), n_references=len(refs))
+    return [verdict_record(v) for v in found]
 
 
 # ------------------------------------------------------------------ the audit
@@ -401,7 +462,7 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
         "avg_gap_keys": core["avg_gap_keys"], "avg_gap_left_out": core["avg_gap_left_out"],
         "references": [{"checkpoint": p, **m} for p, m in zip(ref_paths, core["references"])],
         "reference_mean": core["reference_mean"], "ulira_details": core["ulira_details"],
-        "unavailable": core["unavailable"],
+        "unavailable": core["unavailable"], "verdicts": checkpoint_verdicts(core),
     }
     print(render(result, split))
     return result
@@ -545,7 +606,29 @@ def render(result: dict, split: ForgetSplit) -> str:
     for key, why in result["unavailable"].items():
         label = "U-LiRA" if key == "ulira" else key
         lines.append(f"{label} unavailable: {why}")
+    lines += [verdict_line(v) for v in result.get("verdicts", [])]
     return "\n".join(lines)
+
+
+_ATTACK_NAMES = {"accuracy": "accuracy", "mia_nn": "MIA-NN", "ulira": "U-LiRA"}
+
+
+def verdict_line(v: dict) -> str:
+    """One line per verdict: the attack, its outcome and the numbers it turned on."""
+    n = {k: float("nan") if x is None else x for k, x in v["numbers"].items()}
+    if v["attack"] == "accuracy":
+        what = f"Acc_f {n['acc_forget']:.1f}, TA_r {n['test_acc_retain']:.1f}"
+        if "acc_forget_low" in n:
+            what += (f"; allowed Acc_f [{n['acc_forget_low']:.1f}, {n['acc_forget_high']:.1f}]"
+                     f", TA_r >= {n['test_acc_retain_low']:.1f}")
+    elif v["attack"] == "mia_nn":
+        what = f"z {n['z']:.2f} with {n['n_references']} references"
+    else:
+        what = (f"{n['point']:.1f} [{n['low']:.1f}, {n['high']:.1f}] vs the null "
+                f"{n['null_point']:.1f} [{n['null_low']:.1f}, {n['null_high']:.1f}]")
+    scope = f" ({v['scope']})" if v.get("scope") else ""
+    mark = {True: "PASS", False: "FAIL", None: "----"}[v["passed"]]
+    return (f"verdict {mark} {_ATTACK_NAMES[v['attack']]}{scope}: {v['verdict']} ({what})")
 
 
 def json_ready(obj: object) -> object:

@@ -403,6 +403,8 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
             d["ulira_roc"][str(s)] = [u.roc_fpr, u.roc_tpr]
         per_method.setdefault(spec, {})[s] = m
         d["forget_probs"][str(s)] = torch.softmax(lg.test_forget, 1).mean(0).tolist()
+    details["verdicts"] = _verdicts(split, done, per_method, replay_keys, ref_logits,
+                                    sh_orig, sh_ret)
     retrain = per_method.get("retrain", {})
     rows = []
     for spec, seeds in per_method.items():
@@ -417,9 +419,47 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
     return details, failed, rows
 
 
+def _verdicts(split: ForgetSplit, done: dict, per_method: dict, replay_keys: dict,
+              ref_logits: list[SplitLogits], sh_orig: dict, sh_ret: dict) -> dict:
+    """{method: {seed: [verdict records]}} (classunlearn.audit.verdicts): accuracy and MIA-NN
+    against this study's references, U-LiRA against the null of the same seed (the `retrain`
+    method's replay on the same shadows; no U-LiRA verdict without a retrain row)."""
+    from classunlearn.audit.verdicts import (
+        method_verdicts,
+        ulira_null,
+        ulira_phi_interval,
+        verdict_record,
+    )
+
+    refs = [basic_metrics(r, split) for r in ref_logits]
+    f_idx = split.train_forget.numpy()
+    nulls: dict = {}
+    for s in per_method.get("retrain", {}):  # one null per seed, shared by every method
+        if ("retrain", s) in replay_keys:
+            mask = np.asarray(done[sh_orig[s]][0]["mask"])[:, f_idx].astype(bool)
+            retrained = done[sh_ret[s]][0]["phi"]
+            nulls[s] = (mask, retrained, ulira_null(
+                done[replay_keys[("retrain", s)]][0]["phi"], mask, retrained))
+    out: dict = {}
+    for spec, seeds in per_method.items():
+        for s, m in seeds.items():
+            interval = null = None
+            if s in nulls and (spec, s) in replay_keys:
+                mask, retrained, null = nulls[s]
+                interval = ulira_phi_interval(done[replay_keys[(spec, s)]][0]["phi"], mask,
+                                              retrained)
+            found = method_verdicts(m, [r["acc_forget"] for r in refs],
+                                    [r["test_acc_retain"] for r in refs], interval, null)
+            out.setdefault(spec, {})[str(s)] = [verdict_record(v) for v in found]
+    return out
+
+
 def write_exports(store: Store, summary: dict, failed: dict) -> None:
     out = store.out
-    results = {**summary, "failed": failed, "run": store.get_meta("run")}
+    details = store.get_meta("details", {}) or {}
+    results = {**summary, "failed": failed, "run": store.get_meta("run"),
+               # study -> method -> seed -> [verdict records] (docs/audit.md, "Verdicts")
+               "verdicts": {study: d.get("verdicts", {}) for study, d in details.items()}}
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
     buf = io.StringIO()
     w = csv.writer(buf)

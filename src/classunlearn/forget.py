@@ -1,0 +1,496 @@
+"""`classunlearn forget`: honour a deletion request and leave a record that can be checked.
+
+One request: unlearn the classes from a checkpoint with the recommended method, train what
+the audit needs and the cache lacks (M references retrained without the classes, U-LiRA's
+shadow models and the replays on them: the bench's units, keys and store, through
+``bench.audit``, so a bench ``--out`` folder or an earlier request serves as the cache), run
+the full audit, and write into DIR
+
+- ``unlearned.safetensors`` (+ sidecar with the method record, as ``unlearn`` writes it),
+- ``references/reference_<j>.safetensors`` (the yardstick, so ``verify`` can re-hash and
+  reload it),
+- ``ulira.safetensors``: the per-example U-LiRA scores the U-LiRA numbers and verdict are
+  computed from (the shadows themselves stay in the cache),
+- ``record.json`` (schema :data:`RECORD_SCHEMA`, docs/forget.md) and ``record.html``.
+
+A request can follow an earlier one (``previous``): the model that already forgot A now
+forgets B; the audited forget set is A and B, the references are retrained without both, and
+the record chains to the previous record's SHA-256.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import html
+import json
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classunlearn._version import __version__
+from classunlearn.checkpoint import (
+    CheckpointMeta,
+    check_writable,
+    file_sha256,
+    load_checkpoint,
+    load_meta,
+    save_checkpoint,
+)
+from classunlearn.data import ForgetSplit, load_dataset, parse_forget_classes
+from classunlearn.errors import ParameterError, UserError
+from classunlearn.evaluate import SplitLogits
+
+RECORD_SCHEMA = "classunlearn.record/1"
+
+DEFAULT_FORGET_METHOD = "rwft"
+"""The method `forget` uses unless told otherwise. Evidence: docs/audit.md, "What the evidence
+says" / "Which methods stand out": the median MIA-NN z over forget classes is 1.7 / 1.6 / 1.9
+for RWFT on digits / mnist-5k / mnist1d, against 5.8 / 5.1 / 2.3 for TRW at its default
+beta = 10 (its tilt overshoots toward the neighbour class); on U-LiRA the two are alike (README
+table: RWFT 63.2, TRW 64.3 on digits), and RWFT has the lowest Avg.Gap of every method there."""
+
+DEFAULT_REFERENCES = 5
+"""Retrained references: 5 is the fewest for which MIA-NN can say "leaks"
+(``audit.verdicts.MIA_NN_MIN_REFERENCES``)."""
+
+DEFAULT_SHADOWS = 16
+"""U-LiRA shadow models per side."""
+
+CACHE_NAME = ".classunlearn-cache"
+"""Default cache: this folder beside DIR (``DIR/../.classunlearn-cache``), shared by every
+request whose DIR sits in the same folder."""
+
+# numeric metrics of the record, from `measure` (each with the references' values)
+RECORD_METRICS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "tv",
+                  "svc_mia", "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc",
+                  "ulira_flagged", "avg_gap", "runtime_s")
+
+
+@dataclass
+class ForgetRequest:
+    """What `classunlearn forget` was asked to do."""
+
+    checkpoint: Path
+    forget_classes: list[str]
+    out: Path
+    data_dir: str | None = None
+    method: str = DEFAULT_FORGET_METHOD
+    references: int = DEFAULT_REFERENCES
+    shadows: int = DEFAULT_SHADOWS
+    note: str = ""
+    previous: Path | None = None
+    cache: Path | None = None
+    seed: int = 0
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ForgetResult:
+    record: dict
+    units_computed: int
+    units_reused: int
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_record(path: Path) -> dict:
+    """A record.json, refused (ParameterError: bad input) unless it is one."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ParameterError(f"cannot read record {path} ({e}); pass the record.json written "
+                             "by `classunlearn forget`") from None
+    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
+        raise ParameterError(f"{path} is not a {RECORD_SCHEMA} record (schema "
+                             f"{record.get('schema') if isinstance(record, dict) else None!r})")
+    return record
+
+
+def record_path(base: Path, path: str) -> Path:
+    """A path named in a record: relative ones are relative to the record's folder."""
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def _file(path: Path, base: Path) -> dict:
+    """{"path", "sha256"}: relative to `base` when inside it (DIR can be moved)."""
+    path = path.resolve()
+    try:
+        shown = str(path.relative_to(base.resolve()))
+    except ValueError:
+        shown = str(path)
+    return {"path": shown, "sha256": file_sha256(path)}
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the package runs from, or None (an installed package)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+# ------------------------------------------------------------------ checks before work
+
+def _previous(req: ForgetRequest) -> tuple[dict | None, list[int]]:
+    """The previous record (or None) and the classes it had forgotten. Refuses a checkpoint
+    that is not that record's unlearned model."""
+    if req.previous is None:
+        return None, []
+    prev = read_record(req.previous)
+    try:
+        unlearned = prev["files"]["unlearned"]
+        done = [int(c["index"]) for c in prev["request"]["forget_classes"]]
+        done += [int(c["index"]) for c in prev["request"]["forgotten_before"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ParameterError(f"--previous {req.previous} is malformed ({type(e).__name__}: "
+                             f"{e}); pass the record.json written by `forget`") from None
+    if file_sha256(req.checkpoint) != unlearned["sha256"]:
+        raise ParameterError(f"--checkpoint {req.checkpoint} is not the unlearned model of "
+                             f"--previous {req.previous} (its SHA-256 differs); pass "
+                             f"{record_path(req.previous.parent, unlearned['path'])}")
+    return prev, sorted(done)
+
+
+def preflight(req: ForgetRequest) -> None:
+    """Every check that needs no model: the method, the counts and the output folder."""
+    from classunlearn.audit.ulira import check_shadow_count
+    from classunlearn.methods import parse_spec
+
+    cls, _ = parse_spec(req.method)
+    if cls.oracle:
+        raise ParameterError(f"--method {req.method} is an oracle (it reads retrained models); "
+                             "a deletion request needs a method that works from the model "
+                             f"alone, e.g. {DEFAULT_FORGET_METHOD}")
+    if cls.follows_recipe:
+        raise ParameterError("--method retrain retrains from scratch; run `classunlearn train "
+                             "--exclude-class ...` for that, or pick an unlearning method")
+    if req.shadows:
+        check_shadow_count(req.shadows)
+    if req.references < 2:
+        raise ParameterError(f"--references must be at least 2 (MIA-NN's z needs their "
+                             f"spread; {DEFAULT_REFERENCES} for a 'leaks' verdict), got "
+                             f"{req.references}")
+    if Path(req.out).exists() and not Path(req.out).is_dir():
+        raise UserError(f"--out {req.out} is a file; pass a folder for the request's files")
+    ckpt = Path(req.checkpoint).resolve()
+    if ckpt.parent == Path(req.out).resolve():
+        raise ParameterError(f"--out {req.out} holds the input checkpoint; write the request "
+                             "to a new folder so the input is kept")
+    check_writable(Path(req.out))
+
+
+# ------------------------------------------------------------------ the request
+
+def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> ForgetResult:
+    """Unlearn, train what the audit misses (cached), audit, write the record. Returns the
+    record and how many units were computed / reused."""
+    from classunlearn.bench.audit import (
+        METRIC_GROUPS,
+        RecordedMethod,
+        UliraOutcome,
+        measure,
+        replay_ulira,
+    )
+    from classunlearn.bench.executors import LocalExecutor
+    from classunlearn.bench.runner import run_units
+    from classunlearn.bench.store import Store
+    from classunlearn.bench.units import (
+        SEED_REFERENCE,
+        StudyContext,
+        model_from_arrays,
+        reference_key,
+        unit_train,
+    )
+    from classunlearn.data import dataset_fingerprint
+    from classunlearn.methods import UnlearnData, make_params
+    from classunlearn.train import Recipe
+
+    preflight(req)
+    out = Path(req.out)
+    ckpt = Path(req.checkpoint)
+    meta = load_meta(ckpt)
+    if not meta.recipe:
+        raise ParameterError(f"{ckpt} records no training recipe, so its references and "
+                             "shadow models cannot be trained the same way; train the model "
+                             "with `classunlearn train`")
+    prev, before = _previous(req)
+    ds = load_dataset(meta.dataset, req.data_dir)
+    model, meta = load_checkpoint(ckpt, ds)
+    asked = parse_forget_classes(req.forget_classes, ds)
+    again = sorted(set(asked) & set(before))
+    if again:
+        raise ParameterError(f"class(es) {again} were forgotten by the previous request; ask "
+                             "for other classes")
+    split = ForgetSplit(ds, tuple(sorted({*asked, *before})))
+    cls, params = make_params(req.method, meta.dataset, None,
+                              recipe=Recipe.from_dict(meta.recipe))
+    cache = Path(req.cache) if req.cache else out.resolve().parent / CACHE_NAME
+    store = Store(cache)
+    ctx = StudyContext(meta.dataset, req.data_dir, meta.model, dict(meta.model_kwargs),
+                       dict(meta.recipe), split.forget_classes,
+                       dataset_fingerprint(meta.dataset, req.data_dir),
+                       meta.model_source_sha256 or "")
+
+    # 1. the references (the bench's reference units: same keys, same seeds)
+    counts = {"computed": 0, "reused": 0}
+    executor = LocalExecutor()
+    keys = [reference_key(ctx, SEED_REFERENCE + j) for j in range(req.references)]
+    done = run_units(store, executor, [(k, f"reference {j}", unit_train,
+                                        (ctx, SEED_REFERENCE + j, True))
+                                       for j, k in enumerate(keys)], counts, log, "train")
+    ref_paths = []
+    for j, k in enumerate(keys):
+        ref_meta = CheckpointMeta(dataset=meta.dataset, class_names=ds.class_names,
+                                  input_shape=list(ds.input_shape), model=meta.model,
+                                  model_kwargs=dict(meta.model_kwargs),
+                                  excluded_classes=list(split.forget_classes),
+                                  recipe=dict(meta.recipe), seed=SEED_REFERENCE + j,
+                                  model_source_sha256=meta.model_source_sha256,
+                                  input_norm=meta.input_norm)
+        path = out / "references" / f"reference_{j}.safetensors"
+        save_checkpoint(model_from_arrays(ctx, split, done[k][0]), ref_meta, path)
+        ref_paths.append(path)
+    retrain_s = float(np.mean([done[k][1].get("wall_s", np.nan) for k in keys]))
+
+    # 2. the unlearning itself
+    log(f"unlearning classes {list(split.forget_classes)} with {cls.name}")
+    unlearned, run = cls().unlearn(model, UnlearnData.from_split(split), params, seed=req.seed)
+    unlearned_meta = CheckpointMeta.from_dict(meta.to_dict())
+    unlearned_meta.method = {"name": cls.name, "params": run.params,
+                             "forget_classes": list(split.forget_classes), "seed": req.seed,
+                             "oracle": False, "wall_time_s": run.wall_time_s}
+    unlearned_meta.parent_sha256 = meta.sha256
+    unlearned_path = save_checkpoint(unlearned, unlearned_meta, out / "unlearned.safetensors")
+
+    # 3. the audit: the same `measure` and U-LiRA replay as `classunlearn audit`
+    unlearned, _ = load_checkpoint(unlearned_path, ds)
+    logits = SplitLogits.of(unlearned, split)
+    refs = [SplitLogits.of(load_checkpoint(p, ds)[0], split) for p in ref_paths]
+    method = RecordedMethod(cls.name, dict(run.params), req.seed, "forget")
+    ulira_out: list[UliraOutcome] = []
+
+    def ulira() -> UliraOutcome:
+        ulira_out.append(replay_ulira(ctx, split, method, cls, params, req.shadows, cache,
+                                      [logits, *refs], [], [], log, null=True))
+        return ulira_out[0]
+
+    groups = list(METRIC_GROUPS) if req.shadows else [g for g in METRIC_GROUPS if g != "ulira"]
+    core = measure(split, logits, refs, groups, seed=0, ulira=ulira, runtime_s=run.wall_time_s)
+    if ulira_out:
+        counts["computed"] += ulira_out[0].details.get("units_computed", 0)
+        counts["reused"] += ulira_out[0].details.get("units_reused", 0)
+    arrays = ulira_out[0].arrays if ulira_out else None
+    if arrays is not None:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v.astype(np.uint8) if v.dtype == bool else v)
+                   for k, v in arrays.items()}, str(out / "ulira.safetensors"))
+    original_logits = SplitLogits.of(model, split)
+
+    verdicts = audit_verdicts(core, split, logits, refs, before)
+    record = {
+        "schema": RECORD_SCHEMA,
+        "request": {
+            "forget_classes": _classes(asked, ds.class_names), "note": req.note,
+            "time": datetime.datetime.now(datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"),
+            "previous": None if prev is None else {
+                "record": str(Path(req.previous).resolve()),
+                "sha256": file_sha256(req.previous)},
+            "forgotten_before": _classes(before, ds.class_names),
+            "audited_forget_classes": _classes(split.forget_classes, ds.class_names)},
+        "dataset": {"name": meta.dataset,
+                    "data_dir": str(Path(req.data_dir).resolve()) if req.data_dir else None,
+                    "fingerprint": ctx.data_fingerprint},
+        "files": {
+            "data": _data_files(meta.dataset, req.data_dir),
+            "original": _file(ckpt, out), "unlearned": _file(unlearned_path, out),
+            "references": [_file(p, out) for p in ref_paths],
+            "ulira_scores": _file(out / "ulira.safetensors", out) if arrays is not None
+            else None},
+        "method": {"name": cls.name, "spec": req.method, "params": run.params,
+                   "seed": req.seed, "run_s": run.wall_time_s, "retrain_s": retrain_s,
+                   "ratio_to_retrain": run.wall_time_s / retrain_s if retrain_s else None},
+        "metrics": record_metrics(core, split, logits, refs),
+        "verdicts": verdicts,
+        "evidence": evidence(split, original_logits, logits, refs, core, arrays),
+        "audit": {"references": req.references, "shadows": req.shadows,
+                  "cache": str(cache), "units_computed": counts["computed"],
+                  "units_reused": counts["reused"], "unavailable": core["unavailable"],
+                  "ulira": {k: v for k, v in core["ulira_details"].items()
+                            if k not in ("roc", "reference_flagged")}},
+        "environment": environment(),
+        "command": ["classunlearn", *req.command],
+        "record_sha256_of_previous": None if prev is None else file_sha256(req.previous),
+    }
+    record = strict(record)
+    write_record(record, out)
+    return ForgetResult(record, counts["computed"], counts["reused"])
+
+
+def _classes(indices, names: list[str]) -> list[dict]:
+    return [{"index": int(c), "name": names[int(c)]} for c in indices]
+
+
+def _data_files(name: str, data_dir: str | None) -> dict[str, str]:
+    from classunlearn.data import dataset_files_sha256
+
+    return dataset_files_sha256(name, data_dir)
+
+
+def environment() -> dict:
+    from classunlearn.train import resolve_device
+
+    return {"classunlearn": __version__, "git_commit": git_commit(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "device": str(resolve_device())}
+
+
+# ------------------------------------------------------------------ numbers of a record
+
+def class_accuracy(logits: SplitLogits, split: ForgetSplit, c: int) -> tuple[float, float]:
+    """(train, test) accuracy (%) on class `c`, one of the forget classes."""
+    y_f = split.part("train_forget")[1]
+    y_t = split.part("test_forget")[1]
+    train = logits.train_forget[y_f == c].argmax(1) == c
+    test = logits.test_forget[y_t == c].argmax(1) == c
+    return (100.0 * float(train.float().mean()),
+            100.0 * float(test.float().mean()) if len(test) else float("nan"))
+
+
+def record_metrics(core: dict, split: ForgetSplit, logits: SplitLogits,
+                   refs: list[SplitLogits]) -> dict:
+    """name -> {value, references_mean, references_std, references}: every numeric metric of
+    `measure`, and the train / test accuracy on each audited forget class
+    (``acc_forget_class_<c>``, ``test_acc_forget_class_<c>``)."""
+    out = {}
+    for key in RECORD_METRICS:
+        value = core["metrics"].get(key)
+        if value is None:
+            continue
+        ref = [r.get(key) for r in core["references"]]
+        out[key] = _metric(value, ref if all(v is not None for v in ref) else [])
+    for c in split.forget_classes:
+        mine = class_accuracy(logits, split, c)
+        theirs = [class_accuracy(r, split, c) for r in refs]
+        out[f"acc_forget_class_{c}"] = _metric(mine[0], [t[0] for t in theirs])
+        out[f"test_acc_forget_class_{c}"] = _metric(mine[1], [t[1] for t in theirs])
+    return out
+
+
+def _metric(value: float, refs: list) -> dict:
+    refs = [float(v) for v in refs]
+    return {"value": float(value),
+            "references_mean": float(np.mean(refs)) if refs else None,
+            "references_std": float(np.std(refs, ddof=1)) if len(refs) > 1 else None,
+            "references": refs}
+
+
+def audit_verdicts(core: dict, split: ForgetSplit, logits: SplitLogits,
+                   refs: list[SplitLogits], before: list[int]) -> list[dict]:
+    """The audit's verdicts (``bench.audit.checkpoint_verdicts``) and, after a previous
+    request, an accuracy verdict on the classes forgotten before: they must stay forgotten
+    (their Acc_f within the references' range, the same rule)."""
+    from classunlearn.audit.verdicts import accuracy_verdict, verdict_record
+    from classunlearn.bench.audit import checkpoint_verdicts
+
+    out = checkpoint_verdicts(core)
+    if before:
+        def acc(lg: SplitLogits) -> float:
+            y = split.part("train_forget")[1]
+            keep = torch.isin(y, torch.tensor(before))
+            return 100.0 * float((lg.train_forget[keep].argmax(1) == y[keep]).float().mean())
+
+        v = verdict_record(accuracy_verdict(
+            acc(logits), core["metrics"]["test_acc_retain"], [acc(r) for r in refs],
+            [r["test_acc_retain"] for r in core["references"]]))
+        v["scope"] = f"classes forgotten before: {before}"
+        out.append(v)
+    return out
+
+
+def evidence(split: ForgetSplit, original: SplitLogits, unlearned: SplitLogits,
+             refs: list[SplitLogits], core: dict, arrays: dict | None) -> dict:
+    """What the record page plots: the mean predicted distribution on the forget test
+    samples (original, unlearned, retrained), U-LiRA's ROC and its null's, MIA-NN's score
+    against the references'."""
+    def dist(lg: SplitLogits) -> list[float]:
+        return torch.softmax(lg.test_forget, 1).mean(0).tolist()
+
+    out: dict = {
+        "class_names": list(split.dataset.class_names),
+        "forget_distribution": {"original": dist(original), "unlearned": dist(unlearned),
+                                "retrained": np.mean([dist(r) for r in refs], 0).tolist()},
+        "mia_nn": {"value": core["metrics"].get("mia_nn"), "z": core["metrics"].get("mia_nn_z"),
+                   "references": [r.get("mia_nn") for r in core["references"]]},
+        "ulira_roc": None,
+    }
+    if arrays is not None:
+        from classunlearn.audit.ulira import ulira_leave_one_out
+
+        fpr, tpr = core["ulira_details"]["roc"]
+        null = ulira_leave_one_out(arrays["null_phi"], np.asarray(arrays["mask"]).astype(bool),
+                                   arrays["retrained_phi"])
+        out["ulira_roc"] = {"fpr": list(fpr), "tpr": list(tpr), "null_fpr": list(null.roc_fpr),
+                            "null_tpr": list(null.roc_tpr)}
+    return out
+
+
+def strict(obj: object) -> object:
+    """JSON-ready (NaN and infinities -> null, numpy -> Python)."""
+    from classunlearn.bench.audit import json_ready
+
+    return json_ready(obj)
+
+
+# ------------------------------------------------------------------ writing it
+
+def write_record(record: dict, out: Path) -> None:
+    """record.json (strict JSON) and record.html."""
+    from classunlearn.bench.summary import write_text_atomic
+
+    write_text_atomic(out / "record.json", json.dumps(record, indent=2, allow_nan=False))
+    try:
+        from classunlearn.record_page import write_record_page  # the record page's renderer
+    except ImportError:
+        write_text_atomic(out / "record.html", _fallback_page(record))
+    else:
+        write_record_page(record, out / "record.html")
+
+
+def _fallback_page(record: dict) -> str:
+    """A minimal page (until classunlearn.record_page is there): verdicts and the record."""
+    e = html.escape
+    req = record["request"]
+    names = ", ".join(f"{c['name']} ({c['index']})" for c in req["forget_classes"])
+    rows = "".join(f"<tr><td>{e(v['attack'])}</td><td>{e(str(v['verdict']))}</td>"
+                   f"<td>{e(v['rule'])}</td></tr>" for v in record["verdicts"])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e('record: ' + names)}"
+            f"</title></head><body><h1>Deletion record: {e(names)}</h1>"
+            f"<p>{e(req.get('note') or '')}</p><p>{e(req['time'])}; method "
+            f"{e(record['method']['name'])}</p><table><tr><th>attack</th><th>verdict</th>"
+            f"<th>rule</th></tr>{rows}</table><pre>{e(json.dumps(record, indent=2))}</pre>"
+            "</body></html>")
+
+
+def verdict_lines(record: dict) -> list[str]:
+    from classunlearn.bench.audit import verdict_line
+
+    return [verdict_line(v) for v in record["verdicts"]]
+
+
+def exit_code(record: dict) -> int:
+    """0 unless a verdict failed (an attack tells the model from retrained ones): 3."""
+    return 3 if any(v["passed"] is False for v in record["verdicts"]) else 0
