@@ -24,6 +24,14 @@ def test_gpu_check_tiny_runs_on_cpu():
     assert "fraction of retrain" in out
 
 
+@pytest.mark.slow
+def test_gpu_check_cifar10_tiny_runs_on_cpu(cifar_dir):
+    out = run("gpu_check.py", "--tiny", "--cifar10", str(cifar_dir), "--budget-s", "60")
+    assert "CIFAR-10 resnet18 w8" in out and "images/s" in out and "models/min" in out
+    assert "paper-preset study, automobile" in out and "cpu (tiny)" in out
+    assert "projected full `paper` study" in out
+
+
 def test_methods_ratio_prints_ratios():
     out = run("methods_ratio.py", "--methods", "retrain,trw,ft", "--repeats", "1")
     assert "fraction of retrain" in out and "| trw" in out

@@ -4,11 +4,8 @@ shared folder is absent)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,50 +16,6 @@ from classunlearn.data import Dataset, load_dataset, subset_dataset
 from classunlearn.data.core import stratified_indices
 from classunlearn.errors import DataError, ParameterError
 from classunlearn.presets import BENCH_DEFAULTS, PRESETS, bench_settings, get_preset
-
-CIFAR_TAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
-
-
-def cifar_extract(root: Path, train_per_class: int = 8, test_per_class: int = 6) -> str:
-    """A few images per class of the shared CIFAR-10 JPEGs, or synthetic JPEGs in the same
-    imagefolder layout when the archive is not at hand (CI). Returns which it wrote."""
-    want = {("train", c): train_per_class for c in CLASSES}
-    want.update({("test", c): test_per_class for c in CLASSES})
-    if CIFAR_TAR.is_file():
-        with tarfile.open(CIFAR_TAR) as tar:
-            for member in tar:
-                parts = Path(member.name).parts
-                if not member.isfile() or len(parts) < 3 or want.get(parts[-3:-1], 0) <= 0:
-                    continue
-                want[parts[-3:-1]] -= 1
-                target = root.joinpath(*parts[-3:])
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(tar.extractfile(member).read())
-                if not any(want.values()):
-                    return "cifar10"
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for (split, c), n in want.items():
-        folder = root / split / c
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(len(list(folder.glob("*.jpg"))), len(list(folder.glob("*.jpg"))) + n):
-            base = np.full((32, 32, 3), 25 * CLASSES.index(c), np.uint8)
-            pixels = np.clip(base + rng.integers(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(pixels).save(buf, format="JPEG")
-            (folder / f"{i:04d}.jpg").write_bytes(buf.getvalue())
-    return "synthetic"
-
-
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cifar10")
-    cifar_extract(root)
-    return root
-
 
 # ------------------------------------------------------------------ presets
 
