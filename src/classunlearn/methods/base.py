@@ -249,8 +249,17 @@ class FinetuneMethod(Method):
         """Hook: the result, from the fine-tuned model (e.g. drop an added output unit)."""
         return model
 
-    def unlearn_many(self, models, datas, params=None, seeds=None, device=None,
-                     references=None, stacked=None, chunk=None):
+    def unlearn_many(
+        self,
+        models: list[nn.Module],
+        datas: list[UnlearnData],
+        params: MethodParams | None = None,
+        seeds: list[int] | None = None,
+        device: str | torch.device | None = None,
+        references: list[nn.Module] | None = None,
+        stacked: bool | None = None,
+        chunk: int | None = None,
+    ) -> list[tuple[nn.Module, RunRecord]]:
         """:meth:`Method.unlearn_many` as one stacked ensemble (see the class docstring)
         when the method and the model allow it; else one model at a time."""
         from classunlearn.methods.stacked import Unstackable, unlearn_stacked

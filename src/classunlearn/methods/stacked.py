@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 from torch import nn
@@ -68,9 +69,9 @@ class ModelView:
     returns model i's logits from the stacked forward pass; ``parameters()`` are model i's
     slices of the stacked weights (gradients flow back into them)."""
 
-    def __init__(self, x: torch.Tensor, logits: torch.Tensor, weights: dict[str, torch.Tensor]
-                 ) -> None:
-        self.x, self.logits, self.weights = x, logits, weights
+    def __init__(self, x: torch.Tensor, logits: torch.Tensor,
+                 weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        self.x, self.logits, self.weights = x, logits, weights  # weights: made when asked
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x is not self.x:
@@ -78,10 +79,10 @@ class ModelView:
         return self.logits
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
-        yield from self.weights.items()
+        yield from self.weights().items()
 
     def parameters(self) -> Iterator[torch.Tensor]:
-        yield from self.weights.values()
+        yield from self.weights().values()
 
 
 def _check_method(method: FinetuneMethod) -> None:
@@ -140,10 +141,10 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
             idx = next(streams[i]).to(dev)
             chunks[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
         logits = _forward(net, weights, chunks, n, empty, dev)
-        per_model = {k: v.unbind(0) for k, v in weights.items()}
+        slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
         losses = []
         for i in active:
-            own = {k: (v[i].T if k in net.transposed else v[i]) for k, v in per_model.items()}
+            own = partial(_own_weights, i, weights, net.transposed, slices)
             view = ModelView(chunks[i].x, logits[i], own)
             losses.append(runs[i].loss(view, chunks[i], params, ctxs[i]))
         loss = torch.stack(losses)
@@ -160,6 +161,15 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         for i in active:
             ctxs[i].steps += 1
     _unstack_params(works, weights, net)
+
+
+def _own_weights(i: int, weights: dict[str, torch.Tensor], transposed: set[str],
+                 slices: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
+    """Model i's weights as views of the stacked ones, in the model's own layout; `slices`
+    keeps one ``unbind`` per step for all models (a single op in the backward pass)."""
+    if not slices:
+        slices.update({k: v.unbind(0) for k, v in weights.items()})
+    return {k: v[i].T if k in transposed else v[i] for k, v in slices.items()}
 
 
 def _forward(net, weights: dict[str, torch.Tensor], chunks: dict[int, Batch], n: int,
