@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (default 1, as the bench executors run)")
     ap.add_argument("--n", type=int, default=16, help="shadow models per study")
-    ap.add_argument("--methods", default="ft,rl,ga,trw", help="comma-separated")
+    ap.add_argument("--methods", default="ft,rl,salun,trw", help="comma-separated")
     ap.add_argument("--epochs", type=int, default=2, help="epochs of every method")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", default="digits:mlp,mnist-5k:mlp",

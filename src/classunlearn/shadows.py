@@ -49,6 +49,12 @@ How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/sha
   conv or linear layer work in place.
 - Inputs stay resident on the device in the layout the first layer wants.
 
+Memory. A stacked call holds all its models' weights, gradients, optimizer states and
+activations at once (3 to 6 times the loop's peak at N = 8 to 32), so the models are run in
+chunks of :func:`chunk_size` (given, or as many as :func:`memory_budget` allows by the
+estimate of :func:`model_memory`). The same machinery unlearns the shadows: see
+``methods.stacked``.
+
 ``torch.compile`` is deliberately not used (design.md: it returned zero gradients on this
 CPU build).
 """
