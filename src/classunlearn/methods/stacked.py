@@ -135,18 +135,18 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         lr = torch.tensor([params.lr * lr_factor(params.schedule, step, horizons[i])
                            if step < totals[i] else 0.0 for i in range(n)],
                           dtype=torch.float64)  # the python floats torch's optimizers take
-        chunks: dict[int, Batch] = {}
+        batch_of: dict[int, Batch] = {}  # active models only
         for i in active:
             x, y, is_forget, forget_row = pools[i]
             idx = next(streams[i]).to(dev)
-            chunks[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
-        logits = _forward(net, weights, chunks, n, empty, dev)
+            batch_of[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
+        logits = _forward(net, weights, batch_of, n, empty, dev)
         slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
         losses = []
         for i in active:
             own = partial(_own_weights, i, weights, net.transposed, slices)
-            view = ModelView(chunks[i].x, logits[i], own)
-            losses.append(runs[i].loss(view, chunks[i], params, ctxs[i]))
+            view = ModelView(batch_of[i].x, logits[i], own)
+            losses.append(runs[i].loss(view, batch_of[i], params, ctxs[i]))
         loss = torch.stack(losses)
         _check_losses(loss, f"method {method.name}", step, [offset + i for i in active])
         for w in weights.values():
@@ -172,22 +172,22 @@ def _own_weights(i: int, weights: dict[str, torch.Tensor], transposed: set[str],
     return {k: v[i].T if k in transposed else v[i] for k, v in slices.items()}
 
 
-def _forward(net, weights: dict[str, torch.Tensor], chunks: dict[int, Batch], n: int,
+def _forward(net, weights: dict[str, torch.Tensor], batch_of: dict[int, Batch], n: int,
              empty: torch.Tensor, dev: torch.device) -> dict[int, torch.Tensor]:
     """Each active model's logits on its own batch, from stacked calls: one call for all
     models (batches padded with zeros, finished models given none), or, for batch norm,
     one call per batch width (padded rows would enter its statistics)."""
     if not net.exact_widths:
-        rows = [chunks[i].x if i in chunks else empty for i in range(n)]
+        rows = [batch_of[i].x if i in batch_of else empty for i in range(n)]
         xb = nn.utils.rnn.pad_sequence(rows, batch_first=True)
         b = xb.shape[1]
         logits = net(weights, net.prepare(xb.flatten(0, 1)).unflatten(0, (n, b))).unbind(0)
-        return {i: logits[i][:len(chunks[i].x)] for i in chunks}
+        return {i: logits[i][:len(batch_of[i].x)] for i in batch_of}
     out: dict[int, torch.Tensor] = {}
-    for width in sorted({len(c.x) for c in chunks.values()}):
-        members = [i for i, c in chunks.items() if len(c.x) == width]
+    for width in sorted({len(c.x) for c in batch_of.values()}):
+        members = [i for i, c in batch_of.items() if len(c.x) == width]
         sel = torch.tensor(members, device=dev)
-        xb = torch.stack([chunks[i].x for i in members])
+        xb = torch.stack([batch_of[i].x for i in members])
         logits = net({k: v[sel] for k, v in weights.items()}, xb, sel).unbind(0)
         out.update(zip(members, logits))
     return out
