@@ -165,3 +165,10 @@ def test_divergence_names_the_shadow_model():
     with pytest.raises(TrainingDiverged, match=r"method ga \(shadow model \d\)"):
         METHODS["ga"]().unlearn_many(_models("mlp", (10,), hidden=16), _data((10,)), params,
                                      SEEDS, stacked=True)
+
+
+def test_one_data_set_and_seed_per_model():
+    models, datas = _models("mlp", (10,), hidden=16), _data((10,))
+    for stacked in (False, True):
+        with pytest.raises(ParameterError, match="one of each per model"):
+            FT().unlearn_many(models, datas[:2], FT.Params(epochs=1), SEEDS, stacked=stacked)

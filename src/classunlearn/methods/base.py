@@ -126,6 +126,17 @@ class FinetuneParams(MethodParams):
             raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
 
 
+def many_seeds(models: list[nn.Module], datas: list[UnlearnData], seeds: list[int] | None
+               ) -> list[int]:
+    """The seeds of an ``unlearn_many`` call (0, 1, ... for None); one model, data set and
+    seed each, or a ParameterError."""
+    seeds = list(range(len(models))) if seeds is None else list(seeds)
+    if not len(models) == len(datas) == len(seeds):
+        raise ParameterError(f"unlearn_many: {len(models)} models, {len(datas)} data sets and "
+                             f"{len(seeds)} seeds; one of each per model")
+    return seeds
+
+
 class Method:
     """An unlearning method. Subclasses set the class attributes and override `run`."""
 
@@ -194,10 +205,7 @@ class Method:
         0, 1, ...). This base version loops; :class:`FinetuneMethod` stacks the models
         (`stacked`: None when it can, True or an error, False never; `chunk`: models per
         stacked call, None from the memory budget)."""
-        seeds = list(range(len(models))) if seeds is None else seeds
-        if not len(models) == len(datas) == len(seeds):
-            raise ParameterError(f"unlearn_many: {len(models)} models, {len(datas)} data "
-                                 f"sets and {len(seeds)} seeds; one of each per model")
+        seeds = many_seeds(models, datas, seeds)
         return [self.unlearn(m, d, params, seed=s, device=device, references=references)
                 for m, d, s in zip(models, datas, seeds)]
 

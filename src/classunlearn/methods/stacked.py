@@ -39,6 +39,7 @@ from classunlearn.methods.base import (
     RunContext,
     RunRecord,
     UnlearnData,
+    many_seeds,
 )
 from classunlearn.shadows import (
     _build_net,
@@ -205,7 +206,7 @@ def unlearn_stacked(method: FinetuneMethod, models: list[nn.Module], datas: list
     method or model cannot run stacked (it works on copies: `models` are never touched)."""
     _check_method(method)
     params = method.check_call(params, references)
-    seeds = list(range(len(models))) if seeds is None else list(seeds)
+    seeds = many_seeds(models, datas, seeds)
     dev = resolve_device(device)
     shape = tuple(datas[0].x_forget.shape[1:])
     size = chunk_size(models[0], shape, params.batch_size, len(models), chunk, dev)
