@@ -11,6 +11,7 @@ HERE = Path(__file__).parent
 SCRIPTS = [
     ["methods_ratio.py", "--repeats", "3"],
     ["shadows.py"],
+    ["unlearn_stacked.py"],
     ["bench_stages.py"],
     ["gpu_check.py", "--tiny"],
 ]

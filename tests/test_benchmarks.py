@@ -35,3 +35,9 @@ def test_gpu_check_cifar10_tiny_runs_on_cpu(cifar_dir):
 def test_methods_ratio_prints_ratios():
     out = run("methods_ratio.py", "--methods", "retrain,trw,ft", "--repeats", "1")
     assert "fraction of retrain" in out and "| trw" in out
+
+
+def test_unlearn_stacked_prints_speedup_and_memory():
+    out = run("unlearn_stacked.py", "--quick")
+    assert "| digits | mlp | 4 | **all** |" in out and "| shadow training |" in out
+    assert out.strip().splitlines()[-1].startswith("speedup=")

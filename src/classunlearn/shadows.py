@@ -49,6 +49,12 @@ How the stacked step runs, and why (measured on the 2-core CPU; ``benchmarks/sha
   conv or linear layer work in place.
 - Inputs stay resident on the device in the layout the first layer wants.
 
+Memory. A stacked call holds all its models' weights, gradients, optimizer states and
+activations at once (3 to 6 times the loop's peak at N = 8 to 32), so the models are run in
+chunks of :func:`chunk_size` (given, or as many as :func:`memory_budget` allows by the
+estimate of :func:`model_memory`). The same machinery unlearns the shadows: see
+``methods.stacked``.
+
 ``torch.compile`` is deliberately not used (design.md: it returned zero gradients on this
 CPU build).
 """
@@ -57,6 +63,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -395,14 +402,17 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, seeds: 
     return _subsets(masks)
 
 
-def _check_losses(per_model: torch.Tensor, desc: str, step: int) -> None:
-    """check_loss on the worst model, naming it when the run stops."""
+def _check_losses(per_model: torch.Tensor, desc: str, step: int,
+                  numbers: Sequence[int] | None = None) -> None:
+    """check_loss on the largest |loss| (losses may be negative: gradient ascent), naming
+    its model when the run stops: ``numbers[i]`` for row i (default i)."""
     try:
-        check_loss(per_model.max(), desc, step)
+        check_loss(per_model.detach().abs().max(), desc, step)
     except TrainingDiverged:
-        values = torch.nan_to_num(per_model.detach(), nan=math.inf)
+        values = torch.nan_to_num(per_model.detach().abs(), nan=math.inf)
         i = int(values.argmax())
-        check_loss(per_model[i], f"{desc} (shadow model {i})", step)
+        number = i if numbers is None else numbers[i]
+        check_loss(per_model[i], f"{desc} (shadow model {number})", step)
         raise
 
 
@@ -477,23 +487,103 @@ def _build_net(models: list[nn.Module], input_shape: tuple[int, ...], dev: torch
     return _VmapNet(models[0], {k: torch.stack([b[k] for b in bufs]).to(dev) for k in bufs[0]})
 
 
-def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: torch.Tensor,
-                   y: torch.Tensor, subsets: list[torch.Tensor], recipe: Recipe,
-                   seeds: Sequence[int], dev: torch.device, desc: str,
-                   engine: str | None = None) -> None:
-    """Train `models` in place as one stacked ensemble. `engine`: None picks the
-    interpreter (conv mode from :func:`_default_conv_mode`) with vmap as the fallback;
-    tests may force "split", "grouped" or "vmap". Raises _Unsupported, before touching
-    the models, when neither can run them."""
-    n = len(models)
-    net = _build_net(models, input_shape, dev, engine)
+def _stack_params(models: list[nn.Module], net: _StackedNet | _VmapNet, dev: torch.device
+                  ) -> dict[str, torch.Tensor]:
+    """The models' parameters as one leaf tensor (N, ...) per name, on `dev`; linear
+    weights the interpreter runs are stored transposed (``net.transposed``)."""
     named = [dict(m.named_parameters()) for m in models]
 
     def stack(k: str) -> torch.Tensor:
         t = torch.stack([p[k].detach() for p in named])
         return t.transpose(1, 2) if k in net.transposed else t
 
-    params = {k: stack(k).to(dev).contiguous().requires_grad_() for k in named[0]}
+    return {k: stack(k).to(dev).contiguous().requires_grad_() for k in named[0]}
+
+
+@torch.no_grad()
+def _unstack_params(models: list[nn.Module], params: dict[str, torch.Tensor],
+                    net: _StackedNet | _VmapNet) -> None:
+    """Copy model i's slice of the stacked parameters (and buffers) back into models[i],
+    wherever that model lives."""
+    for i, model in enumerate(models):
+        for k, v in model.named_parameters():
+            w = params[k][i].detach()
+            v.copy_(w.T if k in net.transposed else w)
+        if isinstance(net, _VmapNet):
+            for k, v in model.named_buffers():
+                v.copy_(net.buffers[k][i])
+
+
+# ---------------------------------------------------------------------------------------
+# Bounded memory: how many models one stacked call holds
+# ---------------------------------------------------------------------------------------
+
+MEMORY_ENV = "CLASSUNLEARN_STACK_MEMORY_MB"
+CPU_MEMORY_BUDGET_MB = 1024
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a stacked call may use for its models: ``$CLASSUNLEARN_STACK_MEMORY_MB`` MiB
+    when set; else a quarter of the free memory on CUDA, CPU_MEMORY_BUDGET_MB on the CPU."""
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        return int(float(env) * 2**20)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 4
+    return CPU_MEMORY_BUDGET_MB * 2**20
+
+
+def model_memory(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> int:
+    """Rough bytes one model adds to a stacked step: its weights, gradient and two optimizer
+    states, plus a batch's input and every layer's output, each kept for the backward pass
+    and met again as a gradient (measured on a meta-device copy; nothing is computed)."""
+    meta = copy.deepcopy(model).to("meta").train()
+    outputs = 0
+
+    def count(_m: nn.Module, _inputs: object, out: object) -> None:
+        nonlocal outputs
+        outputs += out.numel() if isinstance(out, torch.Tensor) else 0
+
+    hooks = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(2, *input_shape, device="meta"))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        outputs = 0  # a layer without meta support: count the weights only
+    finally:
+        for h in hooks:
+            h.remove()
+    first = next(model.parameters(), None)
+    item = first.element_size() if first is not None else 4
+    n_params = sum(p.numel() for p in model.parameters())
+    activations = batch_size * (math.prod(input_shape) + outputs // 2)
+    return item * (4 * n_params + 3 * activations)
+
+
+def chunk_size(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, n: int,
+               chunk: int | None, device: torch.device) -> int:
+    """How many of n models one stacked call holds: `chunk` when given, else as many as
+    :func:`memory_budget` allows by :func:`model_memory` (at least 1, at most n). Models are
+    independent, so chunked runs equal unchunked ones to float rounding."""
+    if chunk is not None:
+        if chunk < 1:
+            raise ParameterError(f"chunk must be >= 1 (models per stacked call), got {chunk}")
+        return min(chunk, n)
+    per_model = max(model_memory(model, input_shape, batch_size), 1)
+    return max(1, min(n, memory_budget(device) // per_model))
+
+
+def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: torch.Tensor,
+                   y: torch.Tensor, subsets: list[torch.Tensor], recipe: Recipe,
+                   seeds: Sequence[int], dev: torch.device, desc: str,
+                   engine: str | None = None, offset: int = 0) -> None:
+    """Train `models` in place as one stacked ensemble. `engine`: None picks the
+    interpreter (conv mode from :func:`_default_conv_mode`) with vmap as the fallback;
+    tests may force "split", "grouped" or "vmap". Raises _Unsupported, before touching
+    the models, when neither can run them. `offset`: the first model's number in messages."""
+    n = len(models)
+    net = _build_net(models, input_shape, dev, engine)
+    params = _stack_params(models, net, dev)
     kind = recipe.augment
     check_augment(kind, tuple(x.shape[1:]))
     # With augmentation the inputs stay (n, C, H, W): each batch is gathered, augmented,
@@ -537,7 +627,8 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
         rows = [next(it) if step < total else none for it, total in zip(streams, totals)]
         sizes = [len(r) for r in rows]
         lr = torch.tensor([recipe.lr * lr_factor(recipe.schedule, step, total)
-                           if step < total else 0.0 for total in totals]).to(dev, dtype)
+                           if step < total else 0.0 for total in totals],
+                          dtype=torch.float64).to(dev, dtype)  # float64: exact python floats
         if net.exact_widths:
             groups = [[i for i in range(n) if sizes[i] == w]
                       for w in sorted({s for s in sizes if s})]
@@ -560,26 +651,21 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
         per_model = losses[0] if len(groups) == 1 and len(where) == n else \
             torch.zeros(n, device=dev, dtype=dtype).index_put(
                 (torch.tensor(where, device=dev),), torch.cat(losses))
-        _check_losses(per_model, desc, step)
+        _check_losses(per_model, desc, step, range(offset, offset + n))
         for p in params.values():
             p.grad = None
         per_model.sum().backward()
         opt.step(lr)
-    with torch.no_grad():
-        for i, (model, p) in enumerate(zip(models, named)):
-            for k, v in p.items():
-                w = params[k][i].detach()
-                v.copy_((w.T if k in net.transposed else w).cpu())
-            if isinstance(net, _VmapNet):
-                for k, v in model.named_buffers():
-                    v.copy_(net.buffers[k][i].cpu())
-            model.cpu().eval()
+    _unstack_params(models, params, net)
+    for model in models:
+        model.cpu().eval()
 
 
 def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: int,
                    x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, recipe: Recipe,
                    seeds: list[int], model_kwargs: dict | None = None, device=None,
-                   stacked: bool | None = None, desc: str = "shadows") -> list[nn.Module]:
+                   stacked: bool | None = None, desc: str = "shadows",
+                   chunk: int | None = None) -> list[nn.Module]:
     """Train one shadow model per row of `masks`, all on the same recipe.
 
     Model i is what ::
@@ -599,6 +685,10 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     A loss that turns NaN or explodes stops the run (``TrainingDiverged``, naming the
     shadow model and step).
 
+    The stacked engine holds `chunk` models at a time (None: as many as
+    :func:`memory_budget` allows, see :func:`chunk_size`), so its peak memory stays bounded
+    whatever N; the result does not depend on it beyond float rounding.
+
     Returns the N models on the CPU in eval mode. The global RNG is left untouched.
     """
     if len(seeds) == 0:
@@ -615,9 +705,13 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     # train_model (the loop engine) seeds the global RNG; keep the caller's.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         if use_stacked:
+            size = chunk_size(models[0], tuple(input_shape), recipe.batch_size, len(models),
+                              chunk, dev)
             try:
-                _train_stacked(models, tuple(input_shape), x, y, subsets, recipe, seeds, dev,
-                               desc)
+                for lo in range(0, len(models), size):  # _Unsupported comes from the first
+                    hi = lo + size
+                    _train_stacked(models[lo:hi], tuple(input_shape), x, y, subsets[lo:hi],
+                                   recipe, seeds[lo:hi], dev, desc, offset=lo)
             except _Unsupported as e:
                 if stacked:
                     raise ParameterError(
@@ -629,4 +723,5 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     return models
 
 
-__all__ = ["balanced_halves", "complementary_pairs", "index_streams", "train_ensemble"]
+__all__ = ["balanced_halves", "chunk_size", "complementary_pairs", "index_streams",
+           "memory_budget", "model_memory", "train_ensemble"]

@@ -43,7 +43,8 @@ RESULTS_FORMAT = 2
 unit's output (a trainer, a method, a metric input): old artifacts then no longer match any
 key and are recomputed, instead of being mixed silently with new ones. 2: trainers take
 exactly the same steps (no padding); retrain follows the study's recipe; replays are units;
-shadow halves come in complementary pairs."""
+shadow halves come in complementary pairs. (Replays of fine-tuning methods run stacked since,
+equal to the loop's to float rounding: not a change of format.)"""
 
 SEED_REFERENCE = 1000
 SEED_SHADOW_ORIGINALS = 2000
@@ -252,19 +253,23 @@ def unit_replay(ctx: StudyContext, method_spec: str, params: dict, seed: int,
 
 def unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed: int,
                     shadows: dict, refs) -> tuple[np.ndarray, float]:
+    """φ (N, |D_f|) of the N shadow originals unlearned, and the method's run time. Shadow i
+    is ``method.unlearn`` on the forget and retain samples of its half with seed
+    ``seed * 1000 + i``; fine-tuning methods run all N as one stacked ensemble
+    (``Method.unlearn_many``: the same steps, equal to float rounding)."""
     ds = split.dataset
     pool = torch.from_numpy(np.array(shadows["pool"]))
     masks = torch.from_numpy(np.array(shadows["mask"])).bool()
     forget = torch.isin(ds.y_train, torch.tensor(split.forget_classes))
     xf, yf = split.part("train_forget")
-    phis, total = [], 0.0
+    datas, models = [], []
     for i in range(len(masks)):
         seen = pool[masks[i]]
         f_idx, r_idx = seen[forget[seen]], seen[~forget[seen]]
-        data = UnlearnData(ds.x_train[f_idx], ds.y_train[f_idx], ds.x_train[r_idx],
-                           ds.y_train[r_idx], split.forget_classes, ds.num_classes)
-        shadow = model_from_arrays(ctx, split, shadows, prefix=f"m{i}.")
-        out, rec = method.unlearn(shadow, data, params, seed=seed * 1000 + i, references=refs)
-        total += rec.wall_time_s
-        phis.append(logit_confidence(predict_logits(out, xf).numpy(), yf.numpy()))
-    return np.stack(phis), total
+        datas.append(UnlearnData(ds.x_train[f_idx], ds.y_train[f_idx], ds.x_train[r_idx],
+                                 ds.y_train[r_idx], split.forget_classes, ds.num_classes))
+        models.append(model_from_arrays(ctx, split, shadows, prefix=f"m{i}."))
+    seeds = [seed * 1000 + i for i in range(len(masks))]
+    results = method.unlearn_many(models, datas, params, seeds, references=refs)
+    phis = [logit_confidence(predict_logits(out, xf).numpy(), yf.numpy()) for out, _ in results]
+    return np.stack(phis), sum(rec.wall_time_s for _, rec in results)

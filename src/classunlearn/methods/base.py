@@ -6,8 +6,14 @@ never the retrained reference, unless it is an *oracle* (``oracle = True``), whi
 printed as such everywhere.
 
 Most methods fine-tune: subclass :class:`FinetuneMethod` and override ``loss`` (and, if
-needed, ``prepare`` to precompute targets or ``samples`` to choose what to iterate over).
-Others override :meth:`Method.run` directly.
+needed, ``prepare`` to precompute targets, ``samples`` to choose what to iterate over, or
+``finish`` to turn the fine-tuned model into the result). Others override
+:meth:`Method.run` directly.
+
+:meth:`Method.unlearn_many` unlearns several models (U-LiRA's shadow originals), each with
+its own data and seed; fine-tuning methods run them as one stacked ensemble
+(:mod:`classunlearn.methods.stacked`), every model taking the steps its own ``unlearn``
+takes.
 """
 
 from __future__ import annotations
@@ -120,6 +126,17 @@ class FinetuneParams(MethodParams):
             raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
 
 
+def many_seeds(models: list[nn.Module], datas: list[UnlearnData], seeds: list[int] | None
+               ) -> list[int]:
+    """The seeds of an ``unlearn_many`` call (0, 1, ... for None); one model, data set and
+    seed each, or a ParameterError."""
+    seeds = list(range(len(models))) if seeds is None else list(seeds)
+    if not len(models) == len(datas) == len(seeds):
+        raise ParameterError(f"unlearn_many: {len(models)} models, {len(datas)} data sets and "
+                             f"{len(seeds)} seeds; one of each per model")
+    return seeds
+
+
 class Method:
     """An unlearning method. Subclasses set the class attributes and override `run`."""
 
@@ -137,6 +154,18 @@ class Method:
             ) -> nn.Module:
         raise NotImplementedError
 
+    def check_call(self, params: MethodParams | None,
+                   references: list[nn.Module] | None) -> MethodParams:
+        """The params to run with (the defaults for None); refuses wrong ones."""
+        params = self.Params() if params is None else params
+        if not isinstance(params, self.Params):
+            raise ParameterError(f"{self.name} takes {self.Params.__name__}, got "
+                                 f"{type(params).__name__}")
+        if self.oracle and not references:
+            raise ParameterError(f"{self.name} is an oracle: it needs retrained reference "
+                                 "models (pass --reference / references=)")
+        return params
+
     def unlearn(
         self,
         model: nn.Module,
@@ -147,13 +176,7 @@ class Method:
         references: list[nn.Module] | None = None,
     ) -> tuple[nn.Module, RunRecord]:
         """Unlearn a *copy* of `model`; the original is left untouched."""
-        params = self.Params() if params is None else params
-        if not isinstance(params, self.Params):
-            raise ParameterError(f"{self.name} takes {self.Params.__name__}, got "
-                                 f"{type(params).__name__}")
-        if self.oracle and not references:
-            raise ParameterError(f"{self.name} is an oracle: it needs retrained reference "
-                                 "models (pass --reference / references=)")
+        params = self.check_call(params, references)
         dev = resolve_device(device)
         ctx = RunContext(dev, seed_everything(seed), seed,
                          references=references if self.oracle else None)
@@ -166,6 +189,25 @@ class Method:
         record = RunRecord(self.name, params.to_dict(), list(data.forget_classes), seed, wall,
                            ctx.steps, self.oracle, ctx.notes)
         return out.cpu().eval(), record
+
+    def unlearn_many(
+        self,
+        models: list[nn.Module],
+        datas: list[UnlearnData],
+        params: MethodParams | None = None,
+        seeds: list[int] | None = None,
+        device: str | torch.device | None = None,
+        references: list[nn.Module] | None = None,
+        stacked: bool | None = None,
+        chunk: int | None = None,
+    ) -> list[tuple[nn.Module, RunRecord]]:
+        """``unlearn(models[i], datas[i], params, seeds[i])`` for every i (seeds default to
+        0, 1, ...). This base version loops; :class:`FinetuneMethod` stacks the models
+        (`stacked`: None when it can, True or an error, False never; `chunk`: models per
+        stacked call, None from the memory budget)."""
+        seeds = many_seeds(models, datas, seeds)
+        return [self.unlearn(m, d, params, seed=s, device=device, references=references)
+                for m, d, s in zip(models, datas, seeds)]
 
 
 @dataclass
@@ -180,10 +222,21 @@ class Batch:
 
 
 class FinetuneMethod(Method):
-    """Fine-tuning on mini-batches drawn from D_f and/or D_r; override `loss`."""
+    """Fine-tuning on mini-batches drawn from D_f and/or D_r; override `loss`.
+
+    ``loss`` must call the model once, on ``batch.x``, and may read its ``parameters()``;
+    per-run state (targets, masks) goes on ``self`` in ``prepare``. Then the stacked engine
+    (:meth:`unlearn_many`) can run it: it copies the method once per model, and hands
+    ``loss`` a view of that model's logits and weights. A method that overrides ``run``,
+    ``trainable`` or ``after_step`` is run one model at a time.
+    """
 
     Params = FinetuneParams
     samples: ClassVar[str] = "both"  # which data an epoch runs over: both | retain | forget
+    # Set by `prepare` to freeze weights: {parameter name: bool tensor}, True where the
+    # weight trains. Gradients are multiplied by it, and False entries are restored after
+    # every step (weight decay and momentum never move them).
+    mask: dict[str, torch.Tensor] | None = None
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
                 ) -> None:
@@ -198,7 +251,36 @@ class FinetuneMethod(Method):
         return list(model.parameters())
 
     def after_step(self, model: nn.Module, params: Any, ctx: RunContext) -> None:
-        """Hook: runs after every optimiser step (e.g. to re-apply a mask)."""
+        """Hook: runs after every optimiser step."""
+
+    def finish(self, model: nn.Module, params: Any, ctx: RunContext) -> nn.Module:
+        """Hook: the result, from the fine-tuned model (e.g. drop an added output unit)."""
+        return model
+
+    def unlearn_many(
+        self,
+        models: list[nn.Module],
+        datas: list[UnlearnData],
+        params: MethodParams | None = None,
+        seeds: list[int] | None = None,
+        device: str | torch.device | None = None,
+        references: list[nn.Module] | None = None,
+        stacked: bool | None = None,
+        chunk: int | None = None,
+    ) -> list[tuple[nn.Module, RunRecord]]:
+        """:meth:`Method.unlearn_many` as one stacked ensemble (see the class docstring)
+        when the method and the model allow it; else one model at a time."""
+        from classunlearn.methods.stacked import Unstackable, unlearn_stacked
+
+        if stacked is not False and len(models) > 1:
+            try:
+                return unlearn_stacked(self, models, datas, params, seeds, device,
+                                       references, chunk)
+            except Unstackable as e:
+                if stacked:
+                    raise ParameterError(f"{self.name} cannot run stacked ({e}); use "
+                                         "stacked=None or False") from None
+        return super().unlearn_many(models, datas, params, seeds, device, references)
 
     def run(self, model: nn.Module, data: UnlearnData, params: FinetuneParams, ctx: RunContext
             ) -> nn.Module:
@@ -210,6 +292,8 @@ class FinetuneMethod(Method):
                              params.momentum, params.weight_decay)
         steps_per_epoch = math.ceil(len(x) / params.batch_size)
         sched = make_scheduler(opt, params.schedule, params.epochs * steps_per_epoch)
+        mask = self.mask
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters()} if mask else {}
         model.train()
         for ctx.epoch in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
                               disable=not show_progress()):
@@ -220,11 +304,18 @@ class FinetuneMethod(Method):
                 check_loss(loss, f"method {self.name}", ctx.steps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if mask:
+                    for n, p in model.named_parameters():
+                        p.grad.mul_(mask[n])
                 opt.step()
                 sched.step()
+                if mask:
+                    with torch.no_grad():
+                        for n, p in model.named_parameters():
+                            p.copy_(torch.where(mask[n], p, frozen[n]))
                 self.after_step(model, params, ctx)
                 ctx.steps += 1
-        return model.eval()
+        return self.finish(model.eval(), params, ctx)
 
     def _pool(self, data: UnlearnData, params: FinetuneParams, ctx: RunContext):
         n_f = len(data.y_forget)

@@ -100,9 +100,7 @@ class BE(FinetuneMethod):
         logits = model(batch.x)
         return F.cross_entropy(logits, torch.full_like(batch.y, self.num_outputs))
 
-    def run(self, model: nn.Module, data: UnlearnData, params: BEParams, ctx: RunContext
-            ) -> nn.Module:
-        model = super().run(model, data, params, ctx)
+    def finish(self, model: nn.Module, params: BEParams, ctx: RunContext) -> nn.Module:
         _replace_module(model, self.head, narrow(self.head, self.num_outputs))
         del self.head
         return model

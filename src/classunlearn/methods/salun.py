@@ -7,7 +7,7 @@ model in eval mode), takes its magnitude, keeps the top ``threshold`` share of a
 across the whole network (default 50%) and then runs RL, multiplying every gradient by the
 mask. Masked-out weights here do not move at all: their gradient is zeroed (so momentum
 never builds up) and, because SGD's weight decay would still shrink them, their values
-are restored bit for bit after every step.
+are restored bit for bit after every step (``FinetuneMethod.mask``).
 """
 
 from __future__ import annotations
@@ -89,22 +89,9 @@ class SalUn(RL):
         self.mask = saliency_mask(model, to_input(data.x_forget.to(ctx.device)),
                                   data.y_forget.to(ctx.device), params.threshold,
                                   params.mask_batch_size)
-        self.frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.hooks = [p.register_hook(lambda g, m=self.mask[n]: g * m)
-                      for n, p in model.named_parameters()]
         kept = sum(int(m.sum()) for m in self.mask.values())
         ctx.notes["mask_share"] = kept / sum(m.numel() for m in self.mask.values())
 
-    @torch.no_grad()
-    def after_step(self, model: nn.Module, params: SalUnParams, ctx: RunContext) -> None:
-        for n, p in model.named_parameters():
-            p.copy_(torch.where(self.mask[n], p, self.frozen[n]))
-
-    def run(self, model: nn.Module, data: UnlearnData, params: SalUnParams, ctx: RunContext
-            ) -> nn.Module:
-        try:
-            return super().run(model, data, params, ctx)
-        finally:  # the returned model carries no gradient hooks
-            for hook in getattr(self, "hooks", []):
-                hook.remove()
-            self.hooks, self.frozen, self.mask = [], {}, {}
+    def finish(self, model: nn.Module, params: SalUnParams, ctx: RunContext) -> nn.Module:
+        self.mask = None  # the method object keeps no per-run tensors
+        return model

@@ -1,0 +1,237 @@
+"""A fine-tuning method run on N models at once, with the machinery that trains the shadows.
+
+U-LiRA replays every method on each of a study's N shadow originals, each with its own
+half of the data and its own seed. :func:`unlearn_stacked` runs a :class:`FinetuneMethod`
+on all of them as one stacked ensemble (``shadows._StackedNet``, or the vmap fallback for
+other models, and ``shadows._StackedOptimizer``). Model i takes exactly the steps its own
+``method.unlearn(models[i], datas[i], params, seed=seeds[i])`` takes, to float rounding:
+
+- ``prepare`` runs on model i alone, on a copy of the method, after
+  ``seed_everything(seeds[i])``, so its targets, masks and random draws are model i's;
+- model i's pool and batches come from its own generator, in the loop's order; models with
+  more data take more steps (a finished model gets lr 0 and sits still);
+- its learning rate follows its own schedule (``lr_factor`` over its own step count);
+- its loss is the method's ``loss`` on its own batch, the model replaced by a view
+  (:class:`ModelView`) that returns model i's slice of the stacked logits and weights.
+
+A method that needs more than that (``run``, ``trainable`` or ``after_step`` overridden,
+``loss`` calling the model on other inputs) or a model neither engine can run raises
+:class:`Unstackable`; ``FinetuneMethod.unlearn_many`` then runs the loop instead.
+The models are held `chunk` at a time (``shadows.chunk_size``) so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import torch
+from torch import nn
+
+from classunlearn.data.core import to_input
+from classunlearn.methods.base import (
+    Batch,
+    FinetuneMethod,
+    FinetuneParams,
+    RunContext,
+    RunRecord,
+    UnlearnData,
+    many_seeds,
+)
+from classunlearn.shadows import (
+    _build_net,
+    _check_losses,
+    _stack_params,
+    _StackedOptimizer,
+    _unstack_params,
+    _Unsupported,
+    _VmapNet,
+    chunk_size,
+)
+from classunlearn.train import (
+    Recipe,
+    batch_sizes,
+    batches,
+    lr_factor,
+    resolve_device,
+    seed_everything,
+)
+
+
+class Unstackable(_Unsupported):
+    """This method or model cannot run as a stacked ensemble; run it one model at a time."""
+
+
+class ModelView:
+    """Model i of a stacked run, as the method's ``loss`` sees it: called on its batch it
+    returns model i's logits from the stacked forward pass; ``parameters()`` are model i's
+    slices of the stacked weights (gradients flow back into them)."""
+
+    def __init__(self, x: torch.Tensor, logits: torch.Tensor,
+                 weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        self.x, self.logits, self.weights = x, logits, weights  # weights: made when asked
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x is not self.x:
+            raise Unstackable("its loss calls the model on other inputs than the batch")
+        return self.logits
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from self.weights().items()
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        yield from self.weights().values()
+
+
+def _check_method(method: FinetuneMethod) -> None:
+    cls = type(method)
+    for hook in ("run", "trainable", "after_step"):
+        if getattr(cls, hook) is not getattr(FinetuneMethod, hook):
+            raise Unstackable(f"it overrides {hook}")
+
+
+def _stream(n: int, params: FinetuneParams, ctx: RunContext) -> Iterator[torch.Tensor]:
+    """Model i's batches: what FinetuneMethod.run draws, setting ctx.epoch as it goes."""
+    for ctx.epoch in range(params.epochs):
+        yield from batches(n, params.batch_size, ctx.generator)
+
+
+def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Module],
+         pools: list[tuple], ctxs: list[RunContext], params: FinetuneParams,
+         dev: torch.device, offset: int) -> None:
+    """Fine-tune the prepared `works` in place as one stacked ensemble."""
+    n = len(works)
+    shape = tuple(pools[0][0].shape[1:])
+    try:
+        net = _build_net(works, shape, dev, None)
+    except _Unsupported as e:
+        raise Unstackable(str(e)) from None
+    weights = _stack_params(works, net, dev)
+    if isinstance(net, _VmapNet):
+        try:
+            net.probe(weights, to_input(pools[0][0][:2]))
+        except _Unsupported as e:
+            raise Unstackable(str(e)) from None
+    opt = _StackedOptimizer(list(weights.values()), Recipe(
+        epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
+        momentum=params.momentum, weight_decay=params.weight_decay,
+        schedule=params.schedule, optimizer=params.optimizer))
+    masks, frozen = {}, {}
+    if runs[0].mask:
+        masks = {k: torch.stack([r.mask[k] for r in runs]) for k in weights}
+        masks = {k: m.transpose(1, 2) if k in net.transposed else m for k, m in masks.items()}
+        frozen = {k: w.detach().clone() for k, w in weights.items()}
+    sizes = [len(pool[1]) for pool in pools]
+    streams = [_stream(m, params, c) for m, c in zip(sizes, ctxs)]
+    # as FinetuneMethod.run: the schedule runs over epochs * ceil(m / batch) steps and the
+    # epochs over batches(): its last batch of one is merged into the one before
+    totals = [params.epochs * len(batch_sizes(m, params.batch_size)) for m in sizes]
+    horizons = [params.epochs * math.ceil(m / params.batch_size) for m in sizes]
+    empty = to_input(pools[0][0][:0])
+    for step in range(max(totals, default=0)):
+        active = [i for i in range(n) if step < totals[i]]
+        lr = torch.tensor([params.lr * lr_factor(params.schedule, step, horizons[i])
+                           if step < totals[i] else 0.0 for i in range(n)],
+                          dtype=torch.float64)  # the python floats torch's optimizers take
+        batch_of: dict[int, Batch] = {}  # active models only
+        for i in active:
+            x, y, is_forget, forget_row = pools[i]
+            idx = next(streams[i]).to(dev)
+            batch_of[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
+        logits = _forward(net, weights, batch_of, n, empty, dev)
+        slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
+        losses = []
+        for i in active:
+            own = partial(_own_weights, i, weights, net.transposed, slices)
+            view = ModelView(batch_of[i].x, logits[i], own)
+            losses.append(runs[i].loss(view, batch_of[i], params, ctxs[i]))
+        loss = torch.stack(losses)
+        _check_losses(loss, f"method {method.name}", step, [offset + i for i in active])
+        for w in weights.values():
+            w.grad = None
+        loss.sum().backward()
+        for k, m in masks.items():
+            weights[k].grad.mul_(m)
+        opt.step(lr.to(dev, next(iter(weights.values())).dtype))
+        with torch.no_grad():
+            for k, m in masks.items():
+                weights[k].copy_(torch.where(m, weights[k], frozen[k]))
+        for i in active:
+            ctxs[i].steps += 1
+    _unstack_params(works, weights, net)
+
+
+def _own_weights(i: int, weights: dict[str, torch.Tensor], transposed: set[str],
+                 slices: dict[str, tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
+    """Model i's weights as views of the stacked ones, in the model's own layout; `slices`
+    keeps one ``unbind`` per step for all models (a single op in the backward pass)."""
+    if not slices:
+        slices.update({k: v.unbind(0) for k, v in weights.items()})
+    return {k: v[i].T if k in transposed else v[i] for k, v in slices.items()}
+
+
+def _forward(net, weights: dict[str, torch.Tensor], batch_of: dict[int, Batch], n: int,
+             empty: torch.Tensor, dev: torch.device) -> dict[int, torch.Tensor]:
+    """Each active model's logits on its own batch, from stacked calls: one call for all
+    models (batches padded with zeros, finished models given none), or, for batch norm,
+    one call per batch width (padded rows would enter its statistics)."""
+    if not net.exact_widths:
+        rows = [batch_of[i].x if i in batch_of else empty for i in range(n)]
+        xb = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        b = xb.shape[1]
+        logits = net(weights, net.prepare(xb.flatten(0, 1)).unflatten(0, (n, b))).unbind(0)
+        return {i: logits[i][:len(batch_of[i].x)] for i in batch_of}
+    out: dict[int, torch.Tensor] = {}
+    for width in sorted({len(c.x) for c in batch_of.values()}):
+        members = [i for i, c in batch_of.items() if len(c.x) == width]
+        sel = torch.tensor(members, device=dev)
+        xb = torch.stack([batch_of[i].x for i in members])
+        logits = net({k: v[sel] for k, v in weights.items()}, xb, sel).unbind(0)
+        out.update(zip(members, logits))
+    return out
+
+
+def unlearn_stacked(method: FinetuneMethod, models: list[nn.Module], datas: list[UnlearnData],
+                    params: FinetuneParams | None = None, seeds: list[int] | None = None,
+                    device: str | torch.device | None = None,
+                    references: list[nn.Module] | None = None, chunk: int | None = None
+                    ) -> list[tuple[nn.Module, RunRecord]]:
+    """What ``[method.unlearn(m, d, params, seed=s, device=device, references=references)
+    for m, d, s in zip(models, datas, seeds)]`` returns (to float rounding), computed `chunk`
+    models at a time as stacked ensembles (None: from ``shadows.memory_budget``). Each
+    record's wall time is its chunk's, shared equally. Raises :class:`Unstackable` when the
+    method or model cannot run stacked (it works on copies: `models` are never touched)."""
+    _check_method(method)
+    params = method.check_call(params, references)
+    seeds = many_seeds(models, datas, seeds)
+    dev = resolve_device(device)
+    shape = tuple(datas[0].x_forget.shape[1:])
+    size = chunk_size(models[0], shape, params.batch_size, len(models), chunk, dev)
+    out: list[tuple[nn.Module, RunRecord]] = []
+    for lo in range(0, len(models), size):
+        start = time.perf_counter()
+        runs, works, pools, ctxs = [], [], [], []
+        for model, data, seed in zip(models[lo:lo + size], datas[lo:lo + size],
+                                     seeds[lo:lo + size]):
+            ctx = RunContext(dev, seed_everything(seed), seed,
+                             references=references if method.oracle else None)
+            run, work = copy.copy(method), copy.deepcopy(model).to(dev)
+            run.prepare(work, data, params, ctx)
+            pools.append(tuple(t.to(dev) for t in run._pool(data, params, ctx)))
+            runs.append(run)
+            works.append(work.train())
+            ctxs.append(ctx)
+        _fit(method, runs, works, pools, ctxs, params, dev, lo)
+        results = [run.finish(work.eval(), params, ctx)
+                   for run, work, ctx in zip(runs, works, ctxs)]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) / len(works)
+        for result, data, ctx in zip(results, datas[lo:lo + size], ctxs):
+            out.append((result.cpu().eval(), RunRecord(
+                method.name, params.to_dict(), list(data.forget_classes), ctx.seed, wall,
+                ctx.steps, method.oracle, ctx.notes)))
+    return out
