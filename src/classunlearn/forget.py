@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import html
 import json
 import platform
 import subprocess
@@ -462,27 +461,9 @@ def write_record(record: dict, out: Path) -> None:
     from classunlearn.bench.summary import write_text_atomic
 
     write_text_atomic(out / "record.json", json.dumps(record, indent=2, allow_nan=False))
-    try:
-        from classunlearn.record_page import write_record_page  # the record page's renderer
-    except ImportError:
-        write_text_atomic(out / "record.html", _fallback_page(record))
-    else:
-        write_record_page(record, out / "record.html")
+    from classunlearn.record_page import write_record_page
 
-
-def _fallback_page(record: dict) -> str:
-    """A minimal page (until classunlearn.record_page is there): verdicts and the record."""
-    e = html.escape
-    req = record["request"]
-    names = ", ".join(f"{c['name']} ({c['index']})" for c in req["forget_classes"])
-    rows = "".join(f"<tr><td>{e(v['attack'])}</td><td>{e(str(v['verdict']))}</td>"
-                   f"<td>{e(v['rule'])}</td></tr>" for v in record["verdicts"])
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e('record: ' + names)}"
-            f"</title></head><body><h1>Deletion record: {e(names)}</h1>"
-            f"<p>{e(req.get('note') or '')}</p><p>{e(req['time'])}; method "
-            f"{e(record['method']['name'])}</p><table><tr><th>attack</th><th>verdict</th>"
-            f"<th>rule</th></tr>{rows}</table><pre>{e(json.dumps(record, indent=2))}</pre>"
-            "</body></html>")
+    write_record_page(record, out / "record.html")
 
 
 def verdict_lines(record: dict) -> list[str]:
