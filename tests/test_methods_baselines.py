@@ -362,7 +362,8 @@ def tiny_images(digits):
     return UnlearnData(x[~keep], y[~keep], x[keep], y[keep], forget, 10)
 
 
-@pytest.mark.parametrize("arch,kwargs", [("cnn", {"width": 4}), ("resnet18", {"width": 4})])
+# resnet18 at width 4 corrupts the heap in oneDNN (torch 2.13 CPU, AMD EPYC): width 8
+@pytest.mark.parametrize("arch,kwargs", [("cnn", {"width": 4}), ("resnet18", {"width": 8})])
 @pytest.mark.parametrize("name", [n for n in BASELINES if n != "original"])
 def test_smoke_other_architectures(tiny_images, arch, kwargs, name):
     data = tiny_images
