@@ -125,7 +125,7 @@ def main() -> None:
             for j in range(m.shape[1]):
                 ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=8,
                         color="white" if m[i, j] > 30 else "black")
-        ax.set_title("Where retrained models send the forgotten class (% of its test images)")
+        ax.set_title("Retrained models: where the forgotten class goes (% of test images)", fontsize=10)
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=110)
