@@ -255,3 +255,20 @@ def test_bench_results_carry_the_verdicts(digits_study):
     u = got["rl"]["ulira"]["numbers"]
     assert u["point"] == pytest.approx(results["studies"][study]["rl"]["ulira"]["mean"])
     assert u["null_point"] == pytest.approx(got["retrain"]["ulira"]["numbers"]["point"])
+
+
+def test_best_threshold_accuracy_equals_the_two_cdfs_definition_with_ties():
+    """One merged sort gives exactly 50 + 50 max_v |F_pos(v) - F_neg(v)| over every observed
+    v, ties included (the definition written with searchsorted)."""
+    rng = np.random.default_rng(1)
+    for trial in range(300):
+        a = rng.integers(0, 5, rng.integers(1, 30)).astype(float)
+        b = rng.integers(0, 5, rng.integers(1, 30)).astype(float)
+        if trial % 2:
+            a, b = rng.normal(size=a.size), rng.normal(0.5, 1.0, b.size)
+        sa, sb = np.sort(a), np.sort(b)
+        grid = np.concatenate([sa, sb])
+        expected = 50 + 50 * float(np.max(np.abs(
+            np.searchsorted(sa, grid, side="right") / sa.size
+            - np.searchsorted(sb, grid, side="right") / sb.size)))
+        assert best_threshold_accuracy(a, b) == expected

@@ -277,9 +277,14 @@ def best_threshold_accuracy(positive: np.ndarray, negative: np.ndarray) -> float
     pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
     if pos.size == 0 or neg.size == 0:
         raise ParameterError("U-LiRA needs finite positive and negative decisions")
-    grid = np.concatenate([pos, neg])
-    gap = (np.searchsorted(pos, grid, side="right") / pos.size
-           - np.searchsorted(neg, grid, side="right") / neg.size)
+    # one sort of both samples: at the last of each run of equal values the running counts
+    # are #pos <= v and #neg <= v, the empirical CDFs' numerators at every threshold v
+    values = np.concatenate([pos, neg])
+    order = np.argsort(values, kind="stable")
+    is_pos = np.arange(values.size)[order] < pos.size
+    n_pos, n_neg = np.cumsum(is_pos), np.cumsum(~is_pos)
+    last = np.append(values[order][1:] != values[order][:-1], True)
+    gap = n_pos[last] / pos.size - n_neg[last] / neg.size
     return 50.0 + 50.0 * float(np.max(np.abs(gap)))
 
 
