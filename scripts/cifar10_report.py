@@ -4,10 +4,10 @@
 
 Prints Markdown: the models' test accuracy; where the retrained references send each forget
 class (arg-max shares of their predictions on the forget class's test images, and the
-heatmap written to --figure); the study's full table (bench's own); the MIA-NN and accuracy
-verdicts per method and seed (classunlearn.audit.verdicts; U-LiRA's when the run recorded
-them); the paper's CIFAR-10 claims checked per seed; and TRW's beta and similarity ablations
-(the `ablation/*.json` the study script saved). Reads the run's store, never trains.
+heatmap written to --figure); the study's full table and the verdicts per method, attack
+and seed, both as bench recorded them; the paper's CIFAR-10 claims checked per seed; and
+TRW's beta and similarity ablations (the `ablation/*.json` the study script saved). Reads
+the run's store, never trains.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from classunlearn.audit.verdicts import accuracy_verdict, mia_nn_verdict
 from classunlearn.bench.report import render_tables
 from classunlearn.bench.runner import BenchConfig, split_logits
 from classunlearn.bench.store import Store
 from classunlearn.bench.summary import oracle_methods
 from classunlearn.bench.units import SEED_REFERENCE, StudyContext, original_key, reference_key
+from classunlearn.data import parse_forget_classes
 
 BASELINES = ["ft", "rl", "ga", "bs", "be", "l1-sparse", "salun", "scrub", "ssd", "unsir"]
 OURS = ["rwft", "trw"]
@@ -34,8 +34,6 @@ def contexts(store: Store) -> tuple[BenchConfig, list[StudyContext]]:
     cfg = BenchConfig(**{k: v for k, v in run["config"].items()
                          if k in BenchConfig.__dataclass_fields__})
     ds = cfg.load_data()
-    from classunlearn.data import parse_forget_classes
-
     out = []
     for forget in cfg.forget_classes:
         fc = parse_forget_classes(forget, ds)
@@ -72,7 +70,6 @@ def main() -> None:
     store = Store(args.out)
     cfg, ctxs = contexts(store)
     results = json.loads((args.out / "results.json").read_text())
-    details = store.get_meta("details", {})
     print(f"Run: {cfg.dataset} {cfg.model} {cfg.model_kwargs}, subset {cfg.subset}, test "
           f"subset {cfg.test_subset}, {cfg.seeds} seeds, {cfg.references} references, "
           f"{cfg.shadows} shadows per side; recipe {store.get_meta('run')['recipe']}\n")
@@ -91,10 +88,8 @@ def main() -> None:
         split, _ = ctx.load()
         refs = [split_logits(store.load(reference_key(ctx, SEED_REFERENCE + j))[0], split)
                 for j in range(cfg.references)]
-        test_r = split.test_retain.numpy()
-        accs = [accuracy(np.asarray(store.load(reference_key(ctx, SEED_REFERENCE + j))[0]
-                                    ["logits_test"])[test_r], y_te[test_r])
-                for j in range(cfg.references)]
+        y_r = y_te[split.test_retain.numpy()]
+        accs = [accuracy(r.test_retain.numpy(), y_r) for r in refs]
         f = ctx.forget_classes[0]
         counts = np.zeros(len(names))
         for r in refs:
@@ -125,7 +120,8 @@ def main() -> None:
             for j in range(m.shape[1]):
                 ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=8,
                         color="white" if m[i, j] > 30 else "black")
-        ax.set_title("Retrained models: where the forgotten class goes (% of test images)", fontsize=10)
+        ax.set_title("Retrained models: where the forgotten class goes (% of test images)",
+                     fontsize=10)
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=110)
@@ -135,29 +131,18 @@ def main() -> None:
 
     # --- verdicts and the paper's claims, per study and seed
     for ctx in ctxs:
-        split, _ = ctx.load()
         study = next(s for s in results["studies"]
                      if s.endswith("forget=" + "-".join(map(str, ctx.forget_classes))))
         ms = per_seed(store, study)
-        refs = [store.load(reference_key(ctx, SEED_REFERENCE + j))[0]
-                for j in range(cfg.references)]
-        y_tr = ds.y_train.numpy()
-        f_tr, r_te = split.train_forget.numpy(), split.test_retain.numpy()
-        ref_af = [accuracy(np.asarray(r["logits_train"])[f_tr], split.dataset.y_train.numpy()
-                           [f_tr]) for r in refs]
-        ref_tar = [accuracy(np.asarray(r["logits_test"])[r_te], y_te[r_te]) for r in refs]
-        del y_tr
-        recorded = (details.get(study) or {}).get("verdicts") or {}
+        recorded = results.get("verdicts", {}).get(study, {})  # bench's own verdicts
         print(f"\n#### Verdicts: {study}\n")
         print("| method | seed | accuracy | MIA-NN (z) | U-LiRA |\n|---|---:|---|---|---|")
         for method in ["original", *BASELINES, *OURS, "retrain"]:
             for s, m in sorted(ms.get(method, {}).items()):
-                acc = accuracy_verdict(m["acc_forget"], m["test_acc_retain"], ref_af, ref_tar)
-                mia = mia_nn_verdict(m.get("mia_nn_z"), cfg.references)
-                ul = next((v["outcome"] for v in (recorded.get(method, {}).get(str(s)) or [])
-                           if v.get("attack") == "ulira"), "not recorded")
-                print(f"| {method} | {s} | {acc.outcome} | {mia.outcome} "
-                      f"({m.get('mia_nn_z', float('nan')):.1f}) | {ul} |")
+                said = {v["attack"]: v["verdict"] for v in recorded.get(method, {}).get(str(s), [])}
+                print(f"| {method} | {s} | {said.get('accuracy', '-')} | "
+                      f"{said.get('mia_nn', '-')} ({m.get('mia_nn_z', float('nan')):.1f}) | "
+                      f"{said.get('ulira', '-')} |")
         print(f"\n#### The paper's claims: {study}\n")
         print("| seed | attack | retrain | best baseline (its gap) | TRW gap | RWFT gap | "
               "TRW's cut of the gap |\n|---:|---|---:|---|---:|---:|---:|")

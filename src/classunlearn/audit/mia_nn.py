@@ -32,6 +32,7 @@ FEATURES: tuple[str, ...] = ("logits", "probs", "nn_prob", "labels")
 """Feature kinds: full logit vector, softmax vector, probability of nn alone, one-hot arg-max."""
 
 DEFAULT_FEATURE = "labels"
+DEFAULT_FOLDS = 5  # stratified folds of the SVM's cross-validation: each class needs this many
 """Default feature kind, chosen by evidence (paper.md 3.5; docs/audit.md, produced by
 scripts/mia_nn_evidence.py): on digits, mnist-5k and mnist1d, with 6 retrained references
 per forget class, one-hot arg-max labels kept retrained models closest to their own spread
@@ -203,7 +204,7 @@ def mia_nn_score(
     forget_class: int,
     nn_class: int,
     feature: str = DEFAULT_FEATURE,
-    folds: int = 5,
+    folds: int = DEFAULT_FOLDS,
     repeats: int = 10,
     seed: int = 0,
     svm_c: float = 1.0,

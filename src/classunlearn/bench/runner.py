@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from classunlearn._version import __version__
 from classunlearn.audit.basic import accuracy, avg_gap
+from classunlearn.audit.mia_nn import DEFAULT_FOLDS
 from classunlearn.audit.ulira import check_shadow_count
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store
@@ -68,9 +69,6 @@ from classunlearn.tune import apply_tuning, bench_tune_units, study_retain_warni
 ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
                "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]",
                "trw-2r-budget", "trw-2r-oracle"]
-MIA_NN_FOLDS = 5  # mia_nn_attack's default folds: each class needs this many test samples
-
-
 @dataclass
 class BenchConfig:
     dataset: str = "digits"
@@ -136,13 +134,13 @@ class BenchConfig:
             if fc in studies[:i]:
                 raise UserError(f"forget classes {list(fc)} are given twice; list each study once")
             ForgetSplit(ds, fc)  # every forget class has training samples
-            few = [c for c, n in enumerate(ds.class_counts("test")) if n < MIA_NN_FOLDS]
+            few = [c for c, n in enumerate(ds.class_counts("test")) if n < DEFAULT_FOLDS]
             if few and self.test_subset is not None:
                 raise UserError(f"--test-subset {self.test_subset} leaves "
                                 f"{ds.class_counts('test')[few[0]]} test samples of class "
-                                f"{few[0]}; MIA-NN's {MIA_NN_FOLDS} folds need at least "
-                                f"{MIA_NN_FOLDS} per class: give at least "
-                                f"{MIA_NN_FOLDS * ds.num_classes}")
+                                f"{few[0]}; MIA-NN's {DEFAULT_FOLDS} folds need at least "
+                                f"{DEFAULT_FOLDS} per class: give at least "
+                                f"{DEFAULT_FOLDS * ds.num_classes}")
             empty = [c for c in fc if ds.class_counts("test")[c] == 0]
             if empty:
                 raise UserError(f"forget class {empty[0]} has no test samples in {ds.name}; "
