@@ -444,8 +444,9 @@ def _verdicts(split: ForgetSplit, done: dict, per_method: dict, replay_keys: dic
             interval = null = None
             if s in nulls and (spec, s) in replay_keys:
                 mask, retrained, null = nulls[s]
-                interval = ulira_phi_interval(done[replay_keys[(spec, s)]][0]["phi"], mask,
-                                              retrained)
+                # retrain's own interval is the null itself: the same phi, the same call
+                interval = null if spec == "retrain" else ulira_phi_interval(
+                    done[replay_keys[(spec, s)]][0]["phi"], mask, retrained)
             found = method_verdicts(m, [r["acc_forget"] for r in refs],
                                     [r["test_acc_retain"] for r in refs], interval, null)
             out.setdefault(spec, {})[str(s)] = [verdict_record(v) for v in found]
