@@ -41,3 +41,16 @@ def test_unlearn_stacked_prints_speedup_and_memory():
     out = run("unlearn_stacked.py", "--quick")
     assert "| digits | mlp | 4 | **all** |" in out and "| shadow training |" in out
     assert out.strip().splitlines()[-1].startswith("speedup=")
+
+
+def test_frontier_prints_table_and_picks(tmp_path):
+    out = run("frontier.py", "--quick", "--workers", "1", "--out", str(tmp_path))
+    assert "| rwft" in out and "budget" in out and "default" in out and "pick" in out
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert (tmp_path / "frontier.csv").read_text().count("\n") == 3  # header + 2 budgets
+
+
+def test_audit_scale_prints_per_model_costs(cifar_dir):
+    out = run("audit_scale.py", "--data-dir", str(cifar_dir), "--quick")
+    assert "MIA-NN 10 reps s" in out and "capped score (5 seeds)" in out
+    assert "| 50 " in out and "per study (41 models)" in out

@@ -104,6 +104,27 @@ def test_retrain_takes_the_originals_recipe_and_nothing_else():
         f.name for f in dataclasses.fields(Recipe)]
 
 
+def test_epoch_share_becomes_epochs_of_the_models_recipe(setup):
+    # a budget relative to training: epoch_share x the recipe's epochs, resolved once by
+    # make_params, so the run record and the bench key hold plain epochs
+    _, params = make_params("rwft", "digits", {"epoch_share": "0.1"},
+                            recipe=Recipe(epochs=40))
+    assert params.epochs == 4 and params.epoch_share is None
+    assert "epoch_share" not in params.to_dict()
+    _, params = make_params("ft", "digits", {"epoch_share": "0.01"}, recipe=Recipe(epochs=30))
+    assert params.epochs == 1  # at least one epoch
+    # no recipe given: the dataset's default recipe (digits: 30 epochs)
+    assert make_params("rl", "digits", {"epoch_share": "0.2"})[1].epochs == 6
+    with pytest.raises(ParameterError, match="not both"):
+        make_params("rl", "digits", {"epoch_share": "0.2", "epochs": "3"})
+    with pytest.raises(ParameterError, match="epoch_share must be in"):
+        make_params("rl", "digits", {"epoch_share": "0"})
+    # unresolved (built by hand), a run refuses it instead of silently using `epochs`
+    split, data, original, _ = setup
+    with pytest.raises(ParameterError, match="resolve it with"):
+        METHODS["ft"]().unlearn(original, data, METHODS["ft"].Params(epoch_share=0.1))
+
+
 def test_retrain_is_the_training_procedure_from_a_fresh_seed(setup):
     # Retrain (re-initialise under the seed, then train_model) gives bit for bit the model
     # that build_model + train_model give under that seed on D_r: one procedure

@@ -24,7 +24,7 @@ from classunlearn.methods.base import (
     UnlearnData,
     params_from_strings,
 )
-from classunlearn.train import Recipe
+from classunlearn.train import Recipe, default_recipe
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -89,7 +89,25 @@ def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | 
                 "recipe, or the checkpoint's sidecar); none was given")
         return cls, cls.Params(**recipe.to_dict())
     merged = {**variant, **(values or {})}
-    return cls, params_from_strings(cls, merged, base=default_params(cls, dataset))
+    params = params_from_strings(cls, merged, base=default_params(cls, dataset))
+    return cls, resolve_epoch_share(params, recipe or default_recipe(dataset or ""),
+                                    explicit=merged)
+
+
+def resolve_epoch_share(params: MethodParams, recipe: Recipe, explicit: dict | None = None
+                        ) -> MethodParams:
+    """Turn a fine-tuning method's ``epoch_share`` into ``epochs`` against `recipe` (the one
+    the model was trained with; the dataset's default recipe when unknown). Epochs given
+    explicitly (`explicit`, the ``--set`` values) win over a default share."""
+    if getattr(params, "epoch_share", None) is None:
+        return params
+    explicit = explicit or {}
+    if "epochs" in explicit and "epoch_share" not in explicit:
+        return dataclasses.replace(params, epoch_share=None)
+    if "epochs" in explicit:
+        raise ParameterError("give epochs or epoch_share, not both")
+    epochs = max(1, round(params.epoch_share * recipe.epochs))
+    return dataclasses.replace(params, epochs=epochs, epoch_share=None)
 
 
 _discover()
@@ -109,4 +127,5 @@ __all__ = [
     "params_from_strings",
     "parse_spec",
     "register",
+    "resolve_epoch_share",
 ]

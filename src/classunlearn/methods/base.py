@@ -99,10 +99,12 @@ class MethodParams:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if "head" in d and d["head"] is None:
-            # the optional output-layer name (TRW, BE): unset, it stays out of run records
-            # and bench keys, so they read as before it existed
-            del d["head"]
+        # optional fields, unset, stay out of run records and bench keys, so those read as
+        # before the field existed: the output-layer name (TRW, BE) and the epoch share
+        # (make_params resolves it into epochs)
+        for optional in ("head", "epoch_share"):
+            if optional in d and d[optional] is None:
+                del d[optional]
         return d
 
 
@@ -118,12 +120,20 @@ class FinetuneParams(MethodParams):
     schedule: str = "cosine"
     optimizer: str = "sgd"
     retain_fraction: float = 1.0  # share of D_r used (a seeded subsample); 1.0 = all of it
+    # The budget relative to training: epochs as a share of the recipe the model was trained
+    # with. make_params turns it into `epochs` = max(1, round(share x recipe epochs)), so one
+    # value costs the same share of a retrain on every dataset (docs/performance.md, the
+    # frontier); None: `epochs` as given.
+    epoch_share: float | None = None
 
     def __post_init__(self) -> None:
         validate_optimisation(self.epochs, self.batch_size, self.lr, self.schedule,
                               self.optimizer)
         if not 0.0 < self.retain_fraction <= 1.0:
             raise ParameterError(f"retain_fraction must be in (0, 1], got {self.retain_fraction}")
+        if self.epoch_share is not None and not 0.0 < self.epoch_share <= 10.0:
+            raise ParameterError(f"epoch_share must be in (0, 10] (a share of the recipe's "
+                                 f"epochs), got {self.epoch_share}")
 
 
 def many_seeds(models: list[nn.Module], datas: list[UnlearnData], seeds: list[int] | None
@@ -284,6 +294,11 @@ class FinetuneMethod(Method):
 
     def run(self, model: nn.Module, data: UnlearnData, params: FinetuneParams, ctx: RunContext
             ) -> nn.Module:
+        if params.epoch_share is not None:
+            raise ParameterError(
+                f"{self.name}: epoch_share={params.epoch_share} is a share of the training "
+                "recipe's epochs; resolve it with classunlearn.methods.make_params(spec, "
+                "recipe=...) or give epochs instead")
         self.prepare(model, data, params, ctx)
         x, y, is_forget, forget_row = self._pool(data, params, ctx)
         dev = ctx.device

@@ -1,0 +1,194 @@
+"""The cost-privacy frontier of the fine-tuning methods: gap to retrain against cost.
+
+    python benchmarks/frontier.py --dataset digits --out runs/frontier-digits
+    python benchmarks/frontier.py --quick          # a tiny grid, for the test suite
+    python benchmarks/frontier.py --dataset imagefolder --data-dir CIFAR --preset cpu \
+        --forget-class automobile --methods rwft,trw --out runs/frontier-cifar10
+
+Each fine-tuning method is run by the bench (same units, same keys, same audit) at a grid of
+budgets, each budget a pair (epoch share, retain share): ``epochs = max(1, round(share x the
+recipe's epochs))`` passes over D_f plus a seeded ``retain_fraction`` of D_r. Every other
+hyperparameter stays at the method's per-dataset default. For each point it prints
+
+- ``budget``: the samples the method sees as a share of what a retrain sees,
+  ``epochs x (|D_f| + r |D_r|) / (recipe epochs x |D_r|)`` (exact, machine-independent);
+- ``x retrain``: the measured time of the method's run over the retrain row's, same study
+  and seeds (noisy: these machines are shared);
+- the U-LiRA gap (its accuracy minus retrain's, points), MIA-NN z (distance from the
+  references in their spread) and TV (to the references; retrain's own TV is the floor),
+  each the mean over seeds with the seeds' spread.
+
+A method's choice on the frontier is the cheapest budget whose U-LiRA gap and MIA-NN z are
+no worse than at the method's best budget, within the seeds' spread (``pick``). Writes
+``frontier.csv``, ``frontier.md`` and ``frontier.png`` (gap against budget, one line per
+method) into --out; the bench units are cached there, so a rerun is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from pathlib import Path
+
+from classunlearn.bench.runner import BenchConfig, run_bench, study_recipe
+from classunlearn.data import ForgetSplit
+from classunlearn.methods import default_params, parse_spec
+from classunlearn.presets import bench_settings
+from classunlearn.table import markdown_table
+
+METHODS = ["rwft", "trw", "ft", "rl", "salun", "l1-sparse"]
+EPOCH_SHARES = [0.034, 0.1, 0.2, 0.34]
+RETAIN_SHARES = [0.1, 0.3, 1.0]
+
+
+def budget_share(epochs: int, retain: float, n_forget: int, n_retain: int,
+                 recipe_epochs: int) -> float:
+    """Samples seen by the method over samples seen by a retrain (which trains on D_r)."""
+    return epochs * (n_forget + retain * n_retain) / (recipe_epochs * n_retain)
+
+
+def grid_epochs(share: float, recipe_epochs: int) -> int:
+    return max(1, round(share * recipe_epochs))
+
+
+def stat(summary: dict, method: str, metric: str) -> tuple[float, float]:
+    m = summary["summary"].get(method, {}).get(metric, {})
+    return m.get("mean", math.nan), m.get("std", math.nan)
+
+
+def pick(rows: list[dict]) -> dict:
+    """The cheapest point whose U-LiRA gap and MIA-NN z are within one spread of the best."""
+    def spread(x: float, floor: float) -> float:
+        return floor if math.isnan(x) else max(x, floor)  # one seed: no spread, the floor
+
+    best_u = min(rows, key=lambda r: r["ulira_gap"])
+    best_z = min(rows, key=lambda r: r["mia_nn_z"])
+    ok = [r for r in rows
+          if r["ulira_gap"] <= best_u["ulira_gap"] + spread(best_u["ulira_gap_sd"], 1.0)
+          and r["mia_nn_z"] <= best_z["mia_nn_z"] + spread(best_z["mia_nn_z_sd"], 0.25)]
+    return min(ok or rows, key=lambda r: r["budget"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--preset", default=None, help="a bench preset (its model, recipe, "
+                    "subsets, seeds, references and shadows; the flags below override them)")
+    ap.add_argument("--forget-class", default="3")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--epoch-shares", default=",".join(map(str, EPOCH_SHARES)))
+    ap.add_argument("--retain-shares", default=",".join(map(str, RETAIN_SHARES)))
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--shadows", type=int, default=None)
+    ap.add_argument("--references", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--quick", action="store_true",
+                    help="1 method, 2 budgets, 1 seed, 8 shadows, bench --quick (seconds)")
+    ap.add_argument("--out", default="runs/frontier")
+    args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    shares = [float(s) for s in args.epoch_shares.split(",")]
+    retains = [float(s) for s in args.retain_shares.split(",")]
+    if args.quick:
+        methods, shares, retains = methods[:1], shares[:1], [1.0]
+        args.seeds, args.shadows, args.references = 1, 8, 2
+    out = Path(args.out)
+    st = bench_settings(args.preset, {"seeds": args.seeds, "shadows": args.shadows,
+                                      "references": args.references})
+    base = BenchConfig(dataset=args.dataset, data_dir=args.data_dir, model=st["model"],
+                       model_kwargs=st["model_kwargs"], recipe=st["recipe"],
+                       forget_classes=[[args.forget_class]], seeds=st["seeds"],
+                       shadows=st["shadows"], references=st["references"],
+                       subset=st["subset"], test_subset=st["test_subset"], preset=args.preset,
+                       workers=args.workers, quick=args.quick, out=str(out / "store"))
+    recipe = study_recipe(base)
+    split = ForgetSplit.make(base.load_data(), [args.forget_class])
+    n_f, n_r = len(split.part("train_forget")[1]), len(split.part("train_retain")[1])
+
+    rows: list[dict] = []
+    started = time.perf_counter()
+    for spec in methods:
+        cls, _ = parse_spec(spec)
+        default = default_params(cls, args.dataset)
+        # the method's own default is always on the grid, so the frontier shows where it sits
+        default_point = (default.epochs, default.retain_fraction)
+        points = sorted({(grid_epochs(s, recipe.epochs), r) for s in shares for r in retains}
+                        | {default_point})
+        for epochs, retain in points:
+            values = {"epochs": str(epochs), "retain_fraction": str(retain)}
+            cfg = BenchConfig(**{**base.__dict__, "methods": ["retrain", spec],
+                                 "method_params": {spec: values}})
+            res = run_bench(cfg, log=lambda s: None)
+            u, u_sd = stat(res.summary, spec, "ulira")
+            u0, _ = stat(res.summary, "retrain", "ulira")
+            t, _ = stat(res.summary, spec, "runtime_s")
+            t0, _ = stat(res.summary, "retrain", "runtime_s")
+            z, z_sd = stat(res.summary, spec, "mia_nn_z")
+            tv, tv_sd = stat(res.summary, spec, "tv")
+            tv0, _ = stat(res.summary, "retrain", "tv")
+            acc, _ = stat(res.summary, spec, "test_acc_retain")
+            row = {"method": spec, "epochs": epochs, "retain_fraction": retain,
+                   "default": (epochs, retain) == default_point,
+                   "budget": budget_share(epochs, retain, n_f, n_r, recipe.epochs),
+                   "x_retrain": t / t0, "ulira_gap": u - u0, "ulira_gap_sd": u_sd,
+                   "mia_nn_z": z, "mia_nn_z_sd": z_sd, "tv": tv, "tv_sd": tv_sd,
+                   "tv_retrain": tv0, "ta_r": acc}
+            rows.append(row)
+            print(f"{spec:10s} epochs {epochs:3d} retain {retain:4.2f} budget "
+                  f"{row['budget']:.3f} x retrain {row['x_retrain']:.2f} U-LiRA gap "
+                  f"{row['ulira_gap']:+.1f} MIA-NN z {z:.2f} TV {tv:.3f} TA_r {acc:.1f} "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "frontier.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    picks = {spec: pick([r for r in rows if r["method"] == spec]) for spec in methods}
+    head = ["method", "epochs", "retain", "budget", "x retrain", "U-LiRA gap", "MIA-NN z",
+            "TV", "TA_r", ""]
+    table = [[r["method"], r["epochs"], r["retain_fraction"], r["budget"], r["x_retrain"],
+              f"{r['ulira_gap']:+.1f}±{r['ulira_gap_sd']:.1f}",
+              f"{r['mia_nn_z']:.2f}±{r['mia_nn_z_sd']:.2f}", f"{r['tv']:.3f}", r["ta_r"],
+              ("default " if r["default"] else "") + ("pick" if picks[r["method"]] is r else "")]
+             for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["budget"]))]
+    text = (f"{args.dataset}, forget {args.forget_class}, recipe {recipe.epochs} epochs, "
+            f"|D_f| {n_f}, |D_r| {n_r}; {base.seeds} seeds, {base.shadows} shadows/side, "
+            f"{base.references} references; retrain's U-LiRA "
+            f"{stat(res.summary, 'retrain', 'ulira')[0]:.1f}, TV {rows[-1]['tv_retrain']:.3f}"
+            f"\n\n{markdown_table(head, table, digits=2)}\n")
+    (out / "frontier.md").write_text(text)
+    print(text)
+    plot(rows, methods, out / "frontier.png", args.dataset)
+    print(f"wrote {out}/frontier.md, frontier.csv, frontier.png "
+          f"({time.perf_counter() - started:.0f} s)")
+
+
+def plot(rows: list[dict], methods: list[str], path: Path, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for spec in methods:
+        rs = sorted((r for r in rows if r["method"] == spec), key=lambda r: r["budget"])
+        for ax, key in zip(axes, ("ulira_gap", "mia_nn_z", "tv")):
+            ax.plot([r["budget"] for r in rs], [r[key] for r in rs], "o-", ms=3, label=spec)
+    for ax, title in zip(axes, ("U-LiRA minus retrain's (points)", "MIA-NN z", "TV")):
+        ax.set_xscale("log")
+        ax.set_xlabel("budget: share of a retrain's samples")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[2].axhline(rows[-1]["tv_retrain"], color="grey", ls=":", label="retrain")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"cost-privacy frontier, {dataset}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
