@@ -12,8 +12,9 @@ hyperparameter stays at the method's per-dataset default. For each point it prin
 
 - ``budget``: the samples the method sees as a share of what a retrain sees,
   ``epochs x (|D_f| + r |D_r|) / (recipe epochs x |D_r|)`` (exact, machine-independent);
-- ``x retrain``: the measured time of the method's run over the retrain row's, same study
-  and seeds (noisy: these machines are shared);
+- ``x retrain``: the measured time of the method's run over the retrain row's at the same
+  seed, the median over seeds (the first unit a worker runs carries torch's warm-up, so the
+  mean would not do; noisy anyway: these machines are shared);
 - the U-LiRA gap (its accuracy minus retrain's, points), MIA-NN z (distance from the
   references in their spread) and TV (to the references; retrain's own TV is the floor),
   each the mean over seeds with the seeds' spread.
@@ -29,10 +30,12 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 import time
 from pathlib import Path
 
 from classunlearn.bench.runner import BenchConfig, run_bench, study_recipe
+from classunlearn.bench.store import Store
 from classunlearn.data import ForgetSplit
 from classunlearn.methods import default_params, parse_spec
 from classunlearn.presets import bench_settings
@@ -124,8 +127,8 @@ def main() -> None:
             res = run_bench(cfg, log=lambda s: None)
             u, u_sd = stat(res.summary, spec, "ulira")
             u0, _ = stat(res.summary, "retrain", "ulira")
-            t, _ = stat(res.summary, spec, "runtime_s")
-            t0, _ = stat(res.summary, "retrain", "runtime_s")
+            ratios = [v for _, m, _, k, v in Store(cfg.out).metrics()
+                      if m == spec and k == "runtime_ratio"]
             z, z_sd = stat(res.summary, spec, "mia_nn_z")
             tv, tv_sd = stat(res.summary, spec, "tv")
             tv0, _ = stat(res.summary, "retrain", "tv")
@@ -133,7 +136,8 @@ def main() -> None:
             row = {"method": spec, "epochs": epochs, "retain_fraction": retain,
                    "default": (epochs, retain) == default_point,
                    "budget": budget_share(epochs, retain, n_f, n_r, recipe.epochs),
-                   "x_retrain": t / t0, "ulira_gap": u - u0, "ulira_gap_sd": u_sd,
+                   "x_retrain": statistics.median(ratios), "ulira_gap": u - u0,
+                   "ulira_gap_sd": u_sd,
                    "mia_nn_z": z, "mia_nn_z_sd": z_sd, "tv": tv, "tv_sd": tv_sd,
                    "tv_retrain": tv0, "ta_r": acc}
             rows.append(row)
