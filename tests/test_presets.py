@@ -134,3 +134,36 @@ def test_cli_rejects_bad_subset_and_preset(cifar_dir: Path, tmp_path: Path, caps
         capsys.readouterr().err
     assert main(base + ["--preset", "laptop"]) == 2
     assert "invalid choice: 'laptop'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cifar10_report_prints_every_table_of_the_study_page(cifar_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """scripts/cifar10_report.py on a tiny two-class study: accuracy, geometry, the full
+    table, verdicts, per-seed claims and the pooled mean-gap claims (2 classes x 2 seeds)."""
+    import subprocess
+    import sys
+
+    s = bench_settings("cpu", {"seeds": 2, "shadows": 8, "references": 2,
+                               "subset": 40, "test_subset": 50})
+    cfg = BenchConfig(dataset="imagefolder", data_dir=str(cifar_dir), model=s["model"],
+                      model_kwargs=s["model_kwargs"], recipe=s["recipe"],
+                      forget_classes=[["automobile"], ["cat"]],
+                      methods=["retrain", "original", "ft", "rwft", "trw"],
+                      seeds=2, shadows=8, references=2, subset=40, test_subset=50, epochs=1,
+                      executor="local", preset="cpu", out=str(tmp_path / "out"))
+    assert not run_bench(cfg, log=lambda _: None).failed
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cifar10_report.py"
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "--figure",
+                          str(tmp_path / "geo.png")], capture_output=True, text=True,
+                         timeout=300, env={"CLASSUNLEARN_PROGRESS": "0", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert "| original (2 seeds) |" in out and "retrained without cat" in out
+    assert "| automobile |" in out and (tmp_path / "geo.png").stat().st_size > 0
+    assert "#### Verdicts: imagefolder/cnn/forget=1" in out
+    assert "#### The paper's claims: imagefolder/cnn/forget=3" in out
+    pooled = out.split("every study and seed pooled")[1]
+    rows = [line for line in pooled.splitlines() if line.startswith(("| ulira", "| mia_nn"))]
+    assert len(rows) == 2 and all(" | 4 | " in r for r in rows)  # 2 studies x 2 seeds
+    assert all(r.split(" | ")[2].startswith("ft (") for r in rows)  # the one baseline
