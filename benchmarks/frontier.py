@@ -62,16 +62,21 @@ def stat(summary: dict, method: str, metric: str) -> tuple[float, float]:
 
 
 def pick(rows: list[dict]) -> dict:
-    """The cheapest point whose U-LiRA gap and MIA-NN z are within one spread of the best."""
-    def spread(x: float, floor: float) -> float:
-        return floor if math.isnan(x) else max(x, floor)  # one seed: no spread, the floor
+    """The cheapest point whose U-LiRA gap and MIA-NN z stay where the method's best budget
+    (the smallest U-LiRA gap) puts them: worse by at most the two points' combined spread
+    over seeds (floors 1.0 point and 0.25 when there is one seed). Never empty: the best
+    budget qualifies itself."""
+    def sd(x: float) -> float:
+        return 0.0 if math.isnan(x) else x
 
-    best_u = min(rows, key=lambda r: r["ulira_gap"])
-    best_z = min(rows, key=lambda r: r["mia_nn_z"])
-    ok = [r for r in rows
-          if r["ulira_gap"] <= best_u["ulira_gap"] + spread(best_u["ulira_gap_sd"], 1.0)
-          and r["mia_nn_z"] <= best_z["mia_nn_z"] + spread(best_z["mia_nn_z_sd"], 0.25)]
-    return min(ok or rows, key=lambda r: r["budget"])
+    def within(r: dict, best: dict, key: str, floor: float) -> bool:
+        tol = max(math.hypot(sd(r[key + "_sd"]), sd(best[key + "_sd"])), floor)
+        return r[key] <= best[key] + tol
+
+    best = min(rows, key=lambda r: r["ulira_gap"])
+    ok = [r for r in rows if within(r, best, "ulira_gap", 1.0)
+          and within(r, best, "mia_nn_z", 0.25)]
+    return min(ok, key=lambda r: r["budget"])
 
 
 def main() -> None:

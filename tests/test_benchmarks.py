@@ -1,5 +1,6 @@
 """The performance scripts run (at tiny size) and print their tables; nothing is timed here."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,27 @@ def test_audit_scale_prints_per_model_costs(cifar_dir):
     out = run("audit_scale.py", "--data-dir", str(cifar_dir), "--quick")
     assert "MIA-NN 10 reps s" in out and "capped score (5 seeds)" in out
     assert "| 50 " in out and "per study (41 models)" in out
+
+
+def test_frontier_pick_is_the_cheapest_point_level_with_the_best_budget():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("frontier", BENCH / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+
+    def row(budget, gap, gap_sd, z, z_sd):
+        return {"budget": budget, "ulira_gap": gap, "ulira_gap_sd": gap_sd,
+                "mia_nn_z": z, "mia_nn_z_sd": z_sd}
+
+    best = row(0.37, 9.2, 1.1, 1.6, 1.0)
+    level = row(0.04, 11.0, 2.4, 1.3, 0.8)  # 1.8 worse, combined spread 2.6: level
+    worse = row(0.02, 39.5, 4.0, 1.3, 0.6)  # cheaper but 30 points worse
+    leaky = row(0.03, 9.5, 1.0, 5.0, 0.2)  # U-LiRA level, MIA-NN z 3.4 worse (spread 1.0)
+    assert frontier.pick([best, level, worse, leaky]) is level
+    assert frontier.pick([best, worse, leaky]) is best  # nothing cheaper holds: the best
+    one_seed = [row(0.37, 9.0, math.nan, 1.0, math.nan), row(0.1, 9.9, math.nan, 1.2, math.nan),
+                row(0.05, 10.5, math.nan, 1.0, math.nan)]
+    assert frontier.pick(one_seed) is one_seed[1]  # floors: 1.0 point, 0.25 z
+    assert frontier.budget_share(10, 1.0, 128, 1129, 30) == pytest.approx(
+        10 * (128 + 1129) / (30 * 1129))
