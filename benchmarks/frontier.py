@@ -96,7 +96,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="1 method, 2 budgets, 1 seed, 8 shadows, bench --quick (seconds)")
     ap.add_argument("--out", default="runs/frontier")
+    ap.add_argument("--replot", action="store_true",
+                    help="redraw frontier.png from the frontier.csv in --out; runs nothing")
     args = ap.parse_args()
+    if args.replot:
+        with open(Path(args.out) / "frontier.csv", newline="") as f:
+            rows = [{k: v if k == "method" else (v == "True" if k == "default" else float(v))
+                     for k, v in r.items()} for r in csv.DictReader(f)]
+        plot(rows, list(dict.fromkeys(r["method"] for r in rows)),
+             Path(args.out) / "frontier.png", args.dataset)
+        return
     methods = [m for m in args.methods.split(",") if m]
     shares = [float(s) for s in args.epoch_shares.split(",")]
     retains = [float(s) for s in args.retain_shares.split(",")]
@@ -183,17 +192,28 @@ def plot(rows: list[dict], methods: list[str], path: Path, dataset: str) -> None
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    styles = ["o:", "s--", "^-", "d-."]
     for spec in methods:
-        rs = sorted((r for r in rows if r["method"] == spec), key=lambda r: r["budget"])
-        for ax, key in zip(axes, ("ulira_gap", "mia_nn_z", "tv")):
-            ax.plot([r["budget"] for r in rs], [r[key] for r in rs], "o-", ms=3, label=spec)
+        mine = [r for r in rows if r["method"] == spec]
+        # one line per share of D_r, more epochs to the right; the default point starred
+        for style, retain in zip(styles, sorted({r["retain_fraction"] for r in mine})):
+            rs = sorted((r for r in mine if r["retain_fraction"] == retain),
+                        key=lambda r: r["budget"])
+            for ax, key in zip(axes, ("ulira_gap", "mia_nn_z", "tv")):
+                ax.plot([r["budget"] for r in rs], [r[key] for r in rs], style, ms=4,
+                        color=colours[spec], label=f"{spec}, {retain:g} of D_r")
+        for r in mine:
+            if r["default"]:
+                for ax, key in zip(axes, ("ulira_gap", "mia_nn_z", "tv")):
+                    ax.plot([r["budget"]], [r[key]], "*", ms=12, color=colours[spec])
     for ax, title in zip(axes, ("U-LiRA minus retrain's (points)", "MIA-NN z", "TV")):
         ax.set_xscale("log")
         ax.set_xlabel("budget: share of a retrain's samples")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[2].axhline(rows[-1]["tv_retrain"], color="grey", ls=":", label="retrain")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, title="star: the default", title_fontsize=7)
     fig.suptitle(f"cost-privacy frontier, {dataset}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
