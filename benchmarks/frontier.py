@@ -97,14 +97,17 @@ def main() -> None:
                     help="1 method, 2 budgets, 1 seed, 8 shadows, bench --quick (seconds)")
     ap.add_argument("--out", default="runs/frontier")
     ap.add_argument("--replot", action="store_true",
-                    help="redraw frontier.png from the frontier.csv in --out; runs nothing")
+                    help="rewrite frontier.md and frontier.png from the frontier.csv in --out "
+                    "(the pick and the plot again); runs nothing")
     args = ap.parse_args()
     if args.replot:
         with open(Path(args.out) / "frontier.csv", newline="") as f:
             rows = [{k: v if k == "method" else (v == "True" if k == "default" else float(v))
                      for k, v in r.items()} for r in csv.DictReader(f)]
-        plot(rows, list(dict.fromkeys(r["method"] for r in rows)),
-             Path(args.out) / "frontier.png", args.dataset)
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        header = (Path(args.out) / "frontier.md").read_text().splitlines()[0]
+        print(write_table(rows, methods, Path(args.out), header))
+        plot(rows, methods, Path(args.out) / "frontier.png", args.dataset)
         return
     methods = [m for m in args.methods.split(",") if m]
     shares = [float(s) for s in args.epoch_shares.split(",")]
@@ -165,24 +168,30 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    picks = {spec: pick([r for r in rows if r["method"] == spec]) for spec in methods}
-    head = ["method", "epochs", "retain", "budget", "x retrain", "U-LiRA gap", "MIA-NN z",
-            "TV", "TA_r", ""]
-    table = [[r["method"], r["epochs"], r["retain_fraction"], r["budget"], r["x_retrain"],
-              f"{r['ulira_gap']:+.1f}±{r['ulira_gap_sd']:.1f}",
-              f"{r['mia_nn_z']:.2f}±{r['mia_nn_z_sd']:.2f}", f"{r['tv']:.3f}", r["ta_r"],
-              ("default " if r["default"] else "") + ("pick" if picks[r["method"]] is r else "")]
-             for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["budget"]))]
-    text = (f"{args.dataset}, forget {args.forget_class}, recipe {recipe.epochs} epochs, "
-            f"|D_f| {n_f}, |D_r| {n_r}; {base.seeds} seeds, {base.shadows} shadows/side, "
-            f"{base.references} references; retrain's U-LiRA "
-            f"{stat(res.summary, 'retrain', 'ulira')[0]:.1f}, TV {rows[-1]['tv_retrain']:.3f}"
-            f"\n\n{markdown_table(head, table, digits=2)}\n")
-    (out / "frontier.md").write_text(text)
+    header = (f"{args.dataset}, forget {args.forget_class}, recipe {recipe.epochs} epochs, "
+              f"|D_f| {n_f}, |D_r| {n_r}; {base.seeds} seeds, {base.shadows} shadows/side, "
+              f"{base.references} references; retrain's U-LiRA "
+              f"{stat(res.summary, 'retrain', 'ulira')[0]:.1f}, TV {rows[-1]['tv_retrain']:.3f}")
+    text = write_table(rows, methods, out, header)
     print(text)
     plot(rows, methods, out / "frontier.png", args.dataset)
     print(f"wrote {out}/frontier.md, frontier.csv, frontier.png "
           f"({time.perf_counter() - started:.0f} s)")
+
+
+def write_table(rows: list[dict], methods: list[str], out: Path, header: str) -> str:
+    """frontier.md: `header`, then one row per point with the default and the pick marked."""
+    picks = {spec: pick([r for r in rows if r["method"] == spec]) for spec in methods}
+    head = ["method", "epochs", "retain", "budget", "x retrain", "U-LiRA gap", "MIA-NN z",
+            "TV", "TA_r", ""]
+    table = [[r["method"], int(r["epochs"]), r["retain_fraction"], r["budget"], r["x_retrain"],
+              f"{r['ulira_gap']:+.1f}±{r['ulira_gap_sd']:.1f}",
+              f"{r['mia_nn_z']:.2f}±{r['mia_nn_z_sd']:.2f}", f"{r['tv']:.3f}", r["ta_r"],
+              ("default " if r["default"] else "") + ("pick" if picks[r["method"]] is r else "")]
+             for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["budget"]))]
+    text = f"{header}\n\n{markdown_table(head, table, digits=2)}\n"
+    (out / "frontier.md").write_text(text)
+    return text
 
 
 def plot(rows: list[dict], methods: list[str], path: Path, dataset: str) -> None:
