@@ -62,6 +62,11 @@ def fmt(values) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v[0]:.1f}"
 
 
+def z_text(z: float | None) -> str:
+    """MIA-NN's z, or "-" where it is undefined (one reference, or all score the same)."""
+    return "-" if z is None or not np.isfinite(z) else f"{z:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -142,7 +147,7 @@ def main() -> None:
             for s, m in sorted(ms.get(method, {}).items()):
                 said = {v["attack"]: v["verdict"] for v in recorded.get(method, {}).get(str(s), [])}
                 print(f"| {method} | {s} | {said.get('accuracy', '-')} | "
-                      f"{said.get('mia_nn', '-')} ({m.get('mia_nn_z', float('nan')):.1f}) | "
+                      f"{said.get('mia_nn', '-')} ({z_text(m.get('mia_nn_z'))}) | "
                       f"{said.get('ulira', '-')} |")
         print(f"\n#### The paper's claims: {study}\n")
         print("| seed | attack | retrain | best baseline (its gap) | TRW gap | RWFT gap | "
