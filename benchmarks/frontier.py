@@ -37,7 +37,7 @@ from pathlib import Path
 from classunlearn.bench.runner import BenchConfig, run_bench, study_recipe
 from classunlearn.bench.store import Store
 from classunlearn.data import ForgetSplit
-from classunlearn.methods import default_params, parse_spec
+from classunlearn.methods import make_params
 from classunlearn.presets import bench_settings
 from classunlearn.table import markdown_table
 
@@ -131,8 +131,8 @@ def main() -> None:
     rows: list[dict] = []
     started = time.perf_counter()
     for spec in methods:
-        cls, _ = parse_spec(spec)
-        default = default_params(cls, args.dataset)
+        # the default as the bench runs it: its recipe-relative budget resolved on this recipe
+        _, default = make_params(spec, args.dataset, recipe=recipe)
         # the method's own default is always on the grid, so the frontier shows where it sits
         default_point = (default.epochs, default.retain_fraction)
         points = sorted({(grid_epochs(s, recipe.epochs), r) for s in shares for r in retains}

@@ -113,8 +113,8 @@ def test_epoch_share_becomes_epochs_of_the_models_recipe(setup):
     assert "epoch_share" not in params.to_dict()
     _, params = make_params("ft", "digits", {"epoch_share": "0.01"}, recipe=Recipe(epochs=30))
     assert params.epochs == 1  # at least one epoch
-    # no recipe given: the dataset's default recipe (digits: 30 epochs)
-    assert make_params("rl", "digits", {"epoch_share": "0.2"})[1].epochs == 6
+    # no recipe given: the dataset's default recipe (digits: 10 epochs)
+    assert make_params("rl", "digits", {"epoch_share": "0.2"})[1].epochs == 2
     with pytest.raises(ParameterError, match="not both"):
         make_params("rl", "digits", {"epoch_share": "0.2", "epochs": "3"})
     with pytest.raises(ParameterError, match="epoch_share must be in"):
@@ -123,6 +123,29 @@ def test_epoch_share_becomes_epochs_of_the_models_recipe(setup):
     split, data, original, _ = setup
     with pytest.raises(ParameterError, match="resolve it with"):
         METHODS["ft"]().unlearn(original, data, METHODS["ft"].Params(epoch_share=0.1))
+
+
+def test_default_budgets_follow_the_recipe():
+    # TRW's family: half the recipe's epochs over D_f and a tenth of D_r, on any recipe
+    for spec in ("trw", "rwft", "trw[weights]", "trw-2r-oracle"):
+        for epochs, expect in ((10, 5), (40, 20), (7, 4)):
+            _, p = make_params(spec, "digits", recipe=Recipe(epochs=epochs))
+            assert (p.epochs, p.retain_fraction, p.epoch_share) == (expect, 0.1, None), spec
+    # the reduced-budget reading keeps its own absolute budget
+    _, p = make_params("trw-2r-budget", "digits", recipe=Recipe(epochs=40))
+    assert (p.epochs, p.retain_fraction) == (2, 0.25)
+    # tuned baselines: the share of the recipe they were tuned on gives back the tuned
+    # epochs on that recipe, and scales on another
+    assert make_params("ft", "digits", recipe=Recipe(epochs=30))[1].epochs == 10
+    assert make_params("ft", "digits")[1].epochs == 3
+    assert make_params("ft", "mnist-5k", recipe=Recipe(epochs=20))[1].epochs == 40
+    assert make_params("scrub", "digits", recipe=Recipe(epochs=30))[1].epochs == 10
+    # explicit epochs win over a default share; default_params is runnable as it is
+    assert make_params("trw", "digits", {"epochs": "7"})[1].epochs == 7
+    p = default_params(METHODS["trw"], "digits")
+    assert p.epoch_share is None and p.epochs == 5
+    # no dataset and no recipe: the generic recipe (30 epochs)
+    assert make_params("rwft")[1].epochs == 15
 
 
 def test_retrain_is_the_training_procedure_from_a_fresh_seed(setup):

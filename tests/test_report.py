@@ -15,6 +15,8 @@ from pages import check_balanced
 
 from classunlearn.bench.report import (
     NA_COLOUR,
+    cost_figure,
+    cost_points,
     derived_verdicts,
     gap_figure,
     gap_image,
@@ -329,3 +331,21 @@ def test_stored_verdicts_win(tmp_path):
     assert 'class="badge bad"' in trw and ">distinguishable<" in trw
     assert "&lt;upper&gt;" in trw and "point 71" in trw
     assert "no accuracy verdict" in trw  # the stored verdicts are used as they are
+
+
+def test_cost_points_are_hand_computed_and_skip_missing_values():
+    summary = {
+        "retrain": {"ulira": {"mean": 50.0}, "runtime_ratio": {"mean": 1.0}},
+        "trw": {"ulira": {"mean": 58.0}, "runtime_ratio": {"mean": 0.1},
+                "mia_nn_z": {"mean": 1.5}, "avg_gap": {"mean": 1.0}},
+        "ga": {"ulira": {"mean": 41.0}, "runtime_ratio": {"mean": 0.02},
+               "avg_gap": {"mean": 2.0}},  # no MIA-NN: z is NaN, the point stays
+        "ssd": {"ulira": {"mean": float("nan")}, "runtime_ratio": {"mean": 0.05}},
+        "original": {"ulira": {"mean": 99.0}, "runtime_ratio": {"mean": 0.0}},
+    }
+    points = {m: rest for m, *rest in cost_points(summary)}
+    assert set(points) == {"trw", "ga"}  # no retrain, no NaN U-LiRA, no zero time
+    assert points["trw"][:2] == [0.1, 8.0] and points["trw"][2] == 1.5
+    assert points["ga"][:2] == [0.02, 9.0] and math.isnan(points["ga"][2])
+    assert cost_points({"trw": summary["trw"]}) == []  # no retrain: no gaps
+    assert cost_figure(summary) is not None and cost_figure({}) is None

@@ -264,6 +264,45 @@ def gap_figure(summary: dict):
     return fig
 
 
+def cost_points(summary: dict) -> list[tuple[str, float, float, float]]:
+    """(method, time over retrain's, |U-LiRA - retrain's|, MIA-NN z) for every method with a
+    measured time and a U-LiRA score; z is NaN where MIA-NN has none."""
+    if not _finite(summary.get("retrain", {}).get("ulira", {}).get("mean")):
+        return []
+    u0 = summary["retrain"]["ulira"]["mean"]
+    points = []
+    for m in ordered_methods(summary):
+        ratio = summary[m].get("runtime_ratio", {}).get("mean")
+        u = summary[m].get("ulira", {}).get("mean")
+        if m == "retrain" or not (_finite(ratio) and _finite(u)) or ratio <= 0:
+            continue
+        z = summary[m].get("mia_nn_z", {}).get("mean")
+        points.append((m, float(ratio), abs(u - u0), float(z) if _finite(z) else math.nan))
+    return points
+
+
+def cost_figure(summary: dict):
+    """Each method at its budget: gap to retrain on U-LiRA and MIA-NN z against its run
+    time as a share of retrain's (docs/performance.md section 8 sweeps the budgets)."""
+    points = cost_points(summary)
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, col, label in ((axes[0], 2, "|U-LiRA - retrain's| (points)"),
+                           (axes[1], 3, "MIA-NN z (distance from the references)")):
+        for p in points:
+            if _finite(p[col]):
+                ax.plot(p[1], p[col], "o", color="C0")
+                ax.annotate(p[0], (p[1], p[col]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(xlabel="run time / retrain's (mean over seeds)", ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(2, color="grey", ls=":")
+    fig.tight_layout()
+    return fig
+
+
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -503,7 +542,12 @@ def _figures(study: str, d: dict, summary: dict) -> list[Html]:
              "MIA-NN score per method (mean ± std over seeds) against the retrained "
              "references' mean ± 2 sd."),
             (gap_figure(summary), "Gap to retrain",
-             "|metric - retrain| per method and metric, in points.")]
+             "|metric - retrain| per method and metric, in points."),
+            (cost_figure(summary), "Cost and privacy",
+             "Each method at its budget: its U-LiRA gap to retrain and its MIA-NN z against "
+             "its run time as a share of retrain's (lower left is better; dotted: z = 2). "
+             "Times include each worker's torch warm-up; the budget sweeps of "
+             "docs/performance.md section 8 time the medians.")]
     return [join([tag("h3", f"{title}: {study}"), figure_png(fig, f"{title}: {study}", caption)])
             for fig, title, caption in figs if fig is not None]
 

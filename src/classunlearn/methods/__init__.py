@@ -61,11 +61,19 @@ def parse_spec(spec: str) -> tuple[type[Method], dict[str, str]]:
     return cls, {field_name: m.group(2)}
 
 
-def default_params(cls: type[Method], dataset: str | None = None) -> MethodParams:
-    """The method's Params with its per-dataset defaults applied (see each method's
-    ``dataset_defaults``; chosen by scripts/tune_methods.py)."""
-    overrides = getattr(cls, "dataset_defaults", {}).get(dataset or "", {})
-    return dataclasses.replace(cls.Params(), **overrides)
+def default_params(cls: type[Method], dataset: str | None = None,
+                   recipe: Recipe | None = None) -> MethodParams:
+    """The method's Params with its default budget relative to the recipe (a fine-tuning
+    method's ``recipe_budget``) and then its per-dataset defaults applied
+    (``dataset_defaults``, chosen by scripts/tune_methods.py; epochs given there replace the
+    share). An ``epoch_share`` is resolved into epochs against `recipe` (the dataset's
+    default recipe when None), so the result runs as it is."""
+    overrides = {**getattr(cls, "recipe_budget", {}),
+                 **getattr(cls, "dataset_defaults", {}).get(dataset or "", {})}
+    if "epochs" in overrides and "epoch_share" in overrides:
+        del overrides["epoch_share"]
+    params = dataclasses.replace(cls.Params(), **overrides)
+    return resolve_epoch_share(params, recipe or default_recipe(dataset or ""))
 
 
 def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None,
@@ -89,7 +97,7 @@ def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | 
                 "recipe, or the checkpoint's sidecar); none was given")
         return cls, cls.Params(**recipe.to_dict())
     merged = {**variant, **(values or {})}
-    params = params_from_strings(cls, merged, base=default_params(cls, dataset))
+    params = params_from_strings(cls, merged, base=default_params(cls, dataset, recipe))
     return cls, resolve_epoch_share(params, recipe or default_recipe(dataset or ""),
                                     explicit=merged)
 

@@ -247,6 +247,11 @@ class FinetuneMethod(Method):
     # weight trains. Gradients are multiplied by it, and False entries are restored after
     # every step (weight decay and momentum never move them).
     mask: dict[str, torch.Tensor] | None = None
+    # The default budget relative to the recipe the model was trained with, e.g.
+    # {"epoch_share": 0.5, "retain_fraction": 0.1}: make_params (bench, CLI, API) applies it
+    # on every dataset, under any ``dataset_defaults``; chosen on the cost-privacy frontier
+    # (docs/performance.md section 8). Empty: the Params dataclass's epochs as they are.
+    recipe_budget: ClassVar[dict[str, float]] = {}
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
                 ) -> None:

@@ -214,6 +214,9 @@ class TRW(FinetuneMethod):
     source = "Ebrahimpour-Boroojeny et al. 2025, arXiv 2506.20893 (v4)"
     Params = TRWParams
     variant_field = "similarity"
+    # Half of the recipe's epochs over D_f plus a tenth of D_r: about a tenth of a retrain's
+    # samples, chosen on the cost-privacy frontier (docs/performance.md section 8).
+    recipe_budget: dict[str, float] = {"epoch_share": 0.5, "retain_fraction": 0.1}
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: TRWParams, ctx: RunContext
                 ) -> None:

@@ -55,6 +55,7 @@ class TRW2RBudget(TRW):
     summary = "TRW-2R reading 1: TRW on a reduced budget (2 epochs, 25% of D_r)"
     source = "reading of TRW-2R in Ebrahimpour-Boroojeny et al. 2025, arXiv 2506.20893"
     Params = TRW2RBudgetParams
+    recipe_budget: dict[str, float] = {}  # its own budget (2 epochs, 25% of D_r), not TRW's
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "epochs": 2},
