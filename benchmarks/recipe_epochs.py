@@ -11,7 +11,8 @@ trains `--seeds` models from scratch on the whole training split with the datase
 recipe, only `epochs` changed (the schedule is stretched over the new length, as a real
 recipe's is), and prints the test accuracy (mean and sd over seeds) and the time per model.
 ``cheapest`` is the fewest epochs whose mean accuracy is within --tolerance points of the
-default recipe's. Nothing is asserted: the choice is for a person to make (docs/performance.md).
+default recipe's (or of --reference's epochs, the same recipe otherwise). Nothing is
+asserted: the choice is for a person to make (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -57,16 +58,20 @@ def main() -> None:
                     help="epoch counts (default: 1/4, 1/3, 1/2, 2/3 and all of the recipe's)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--tolerance", type=float, default=0.5, help="points of test accuracy")
+    ap.add_argument("--reference", default="",
+                    help="dataset=epochs to compare against (default: the dataset's recipe), "
+                    "e.g. digits=30,mnist-5k=20,mnist1d=40 for the recipes before the change")
     ap.add_argument("--quick", action="store_true", help="digits, 2 epoch counts, 1 seed")
     args = ap.parse_args()
     torch.set_num_threads(1)
     runs = [r.split(":") for r in args.runs.split(",")]
     if args.quick:
         runs, args.seeds, args.epochs = [["digits", "mlp"]], 1, "2,4"
-    head = ["dataset", "model", "epochs", "test acc %", "sd", "s per model", "vs default", ""]
+    head = ["dataset", "model", "epochs", "test acc %", "sd", "s per model", "vs reference", ""]
     table = []
+    reference = {k: int(v) for k, v in (r.split("=") for r in args.reference.split(",") if r)}
     for dataset, model in runs:
-        default = default_recipe(dataset).epochs
+        default = reference.get(dataset, default_recipe(dataset).epochs)
         grid = ([int(e) for e in args.epochs.split(",")] if args.epochs
                 else epochs_grid(default))
         grid = sorted(set(grid) | ({default} if not args.quick else set()))
@@ -82,7 +87,7 @@ def main() -> None:
         for e in grid:
             acc, sd, secs = results[e]
             table.append([dataset, model, e, acc, sd, secs, f"{acc - ref:+.2f}",
-                          ("default " if e == default else "")
+                          ("reference " if e == default else "")
                           + ("cheapest" if e == cheapest else "")])
     print()
     print(markdown_table(head, table, digits=2))

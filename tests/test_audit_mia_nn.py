@@ -256,3 +256,18 @@ def test_rounding_level_spread_gives_unknown_z():
     res = mia_nn_audit(logits, [logits, logits], labels, F, NN,
                        reference_scores=[50.0, 50.0 + 1e-13], folds=5, repeats=1)
     assert np.isnan(res.z) and not np.isnan(res.reference_std)
+
+
+def test_fold_auc_equals_sklearns_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from classunlearn.audit.mia_nn import _auc
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        truth = rng.integers(0, 2, 40)
+        truth[:2] = [0, 1]
+        decision = np.round(rng.normal(size=40), 1)  # rounded: many ties
+        assert abs(_auc(truth, decision) - roc_auc_score(truth, decision)) < 1e-12
+    assert _auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert _auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5

@@ -51,6 +51,13 @@ def test_frontier_prints_table_and_picks(tmp_path):
     assert (tmp_path / "frontier.csv").read_text().count("\n") == 3  # header + 2 budgets
 
 
+def test_recipe_epochs_marks_the_cheapest_recipe():
+    out = run("recipe_epochs.py", "--quick")
+    rows = [r for r in out.splitlines() if r.startswith("| digits")]
+    assert len(rows) == 2 and sum("cheapest" in r for r in rows) == 1
+    assert "test acc %" in out
+
+
 def test_audit_scale_prints_per_model_costs(cifar_dir):
     out = run("audit_scale.py", "--data-dir", str(cifar_dir), "--quick")
     assert "MIA-NN 10 reps s" in out and "capped score (5 seeds)" in out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import sklearn
 from scipy.special import softmax
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -198,6 +198,16 @@ def _nn_features(logits: np.ndarray, nn_class: int, feature: str) -> np.ndarray:
     return probs[:, [nn_class]]  # "nn_prob"
 
 
+def _auc(truth: np.ndarray, decision: np.ndarray) -> float:
+    """ROC AUC of binary `truth` (1 = positive) by the Mann-Whitney rank sum, ties counted
+    half: sklearn's roc_auc_score to float rounding, without its per-call overhead (50
+    calls per audited model)."""
+    ranks = rankdata(decision)
+    n_pos = int(truth.sum())
+    n_neg = truth.size - n_pos
+    return float((ranks[truth == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def mia_nn_score(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -289,7 +299,7 @@ def mia_nn_score(
             hit_nn += int(np.sum((pred == 0) & (truth == 0)))
             seen_forget += int(np.sum(truth == 1))
             seen_nn += int(np.sum(truth == 0))
-            aucs.append(roc_auc_score(truth, decision))
+            aucs.append(_auc(truth, decision))
     recall_forget = hit_forget / seen_forget
     recall_nn = hit_nn / seen_nn
     return MiaNnScore(

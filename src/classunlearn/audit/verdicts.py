@@ -272,18 +272,19 @@ class UliraInterval:
 def best_threshold_accuracy(positive: np.ndarray, negative: np.ndarray) -> float:
     """Two-sided best-threshold balanced accuracy (%) = 50 + 50 max_t |TPR(t) - FPR(t)|, the
     Kolmogorov-Smirnov distance of the two samples (NaN and inf values are dropped)."""
-    pos = np.sort(np.asarray(positive, dtype=float).ravel())
-    neg = np.sort(np.asarray(negative, dtype=float).ravel())
+    pos = np.asarray(positive, dtype=float).ravel()
+    neg = np.asarray(negative, dtype=float).ravel()
     pos, neg = pos[np.isfinite(pos)], neg[np.isfinite(neg)]
     if pos.size == 0 or neg.size == 0:
         raise ParameterError("U-LiRA needs finite positive and negative decisions")
     # one sort of both samples: at the last of each run of equal values the running counts
     # are #pos <= v and #neg <= v, the empirical CDFs' numerators at every threshold v
     values = np.concatenate([pos, neg])
-    order = np.argsort(values, kind="stable")
-    is_pos = np.arange(values.size)[order] < pos.size
+    order = np.argsort(values)  # any order within ties: only each run's end is read
+    is_pos = order < pos.size
     n_pos, n_neg = np.cumsum(is_pos), np.cumsum(~is_pos)
-    last = np.append(values[order][1:] != values[order][:-1], True)
+    ranked = values[order]
+    last = np.append(ranked[1:] != ranked[:-1], True)
     gap = n_pos[last] / pos.size - n_neg[last] / neg.size
     return 50.0 + 50.0 * float(np.max(np.abs(gap)))
 
@@ -338,11 +339,17 @@ def ulira_interval(
                              f"multiple of {block}; got {len(pos)} and {len(neg)}")
     point = best_threshold_accuracy(np.concatenate(pos), np.concatenate(neg))
     rng = np.random.default_rng(seed)
+    # every row in one flat array: a draw of rows, then of examples within each drawn row,
+    # is one vectorised gather (a loop over rows cost most of the audit stage)
+    flat = {id(rows): (np.concatenate(rows), np.array([r.size for r in rows]),
+                       np.cumsum([0] + [r.size for r in rows[:-1]]))
+            for rows in (pos, neg)}
 
     def draw(rows: list[np.ndarray], picks: np.ndarray) -> np.ndarray:
-        parts = [rows[i][rng.integers(0, rows[i].size, rows[i].size)] for i in picks
-                 if rows[i].size]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        values, sizes, starts = flat[id(rows)]
+        size = np.repeat(sizes[picks], sizes[picks])
+        within = np.minimum(np.floor(rng.random(size.size) * size).astype(np.int64), size - 1)
+        return values[np.repeat(starts[picks], sizes[picks]) + within]
 
     stats = []
     while len(stats) < n_boot:
