@@ -136,10 +136,10 @@ def test_default_budgets_follow_the_recipe():
     assert (p.epochs, p.retain_fraction) == (2, 0.25)
     # tuned baselines: the share of the recipe they were tuned on gives back the tuned
     # epochs on that recipe, and scales on another
-    assert make_params("ft", "digits", recipe=Recipe(epochs=30))[1].epochs == 10
-    assert make_params("ft", "digits")[1].epochs == 3
-    assert make_params("ft", "mnist-5k", recipe=Recipe(epochs=20))[1].epochs == 40
-    assert make_params("scrub", "digits", recipe=Recipe(epochs=30))[1].epochs == 10
+    assert make_params("ft", "digits")[1].epochs == 5
+    assert make_params("ft", "digits", recipe=Recipe(epochs=30))[1].epochs == 15
+    assert make_params("ft", "mnist-5k")[1].epochs == 10
+    assert make_params("scrub", "digits", recipe=Recipe(epochs=20))[1].epochs == 20
     # explicit epochs win over a default share; default_params is runnable as it is
     assert make_params("trw", "digits", {"epochs": "7"})[1].epochs == 7
     p = default_params(METHODS["trw"], "digits")

@@ -77,13 +77,14 @@ class Recipe:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# The embedded datasets' epochs are the fewest whose test accuracy stays within half a point
-# of the longer recipe they replaced (30, 20 and 40 epochs; mean of 5 seeds,
-# benchmarks/recipe_epochs.py, docs/performance.md section 10).
+# digits and mnist-5k: the fewest epochs whose test accuracy stays within half a point of
+# the longer recipes they replaced (30 and 20 epochs; mean of 5 seeds,
+# benchmarks/recipe_epochs.py, docs/performance.md section 10), with the baselines re-tuned
+# on them. mnist1d would meet it at 27 epochs; kept at 40 until its baselines are re-tuned.
 DEFAULT_RECIPES: dict[str, Recipe] = {
     "digits": Recipe(epochs=10, batch_size=64, lr=0.05),
     "mnist-5k": Recipe(epochs=7, batch_size=64, lr=0.05),
-    "mnist1d": Recipe(epochs=27, batch_size=64, lr=0.05),
+    "mnist1d": Recipe(epochs=40, batch_size=64, lr=0.05),
     "mnist": Recipe(epochs=10, batch_size=128, lr=0.05),
     "fashion-mnist": Recipe(epochs=15, batch_size=128, lr=0.05),
     "cifar10": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step",

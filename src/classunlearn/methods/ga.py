@@ -38,8 +38,8 @@ class GA(FinetuneMethod):
     samples = "forget"
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
-        "digits": {"lr": 0.03, "epochs": 3},
-        "mnist-5k": {"lr": 0.02, "epochs": 2},
+        "digits": {"lr": 0.01, "epochs": 3},
+        "mnist-5k": {"lr": 0.02, "epochs": 1},
         "mnist1d": {"lr": 0.02, "epochs": 1},
     }
 
