@@ -62,7 +62,7 @@ class L1Sparse(FinetuneMethod):
     samples = "retain"
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
     # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it; runs/tune-*.log), so they follow the recipe (docs/performance.md section 10).
+    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.1, "gamma": 0.002, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.03, "gamma": 0.0005, "epoch_share": 10 / 7},

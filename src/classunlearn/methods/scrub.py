@@ -73,7 +73,7 @@ class SCRUB(Method):
     Params = SCRUBParams
     # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
     # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it; runs/tune-*.log), so they follow the recipe (docs/performance.md section 10).
+    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.005, "msteps": 2, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.01, "msteps": 1, "epoch_share": 10 / 7},
