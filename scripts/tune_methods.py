@@ -69,8 +69,6 @@ GRIDS: dict[str, dict[str, list]] = {
               "repair_lr": [0.0003, 0.001, 0.003, 0.01]},
     "trw-2r-budget": {"lr": [0.003, 0.01, 0.03], "epochs": [1, 2, 3]},
 }
-# methods whose dataset_defaults hold epochs as a share of the recipe (docs/methods.md)
-SHARE_METHODS = {"ft", "rl", "salun", "l1-sparse", "scrub"}
 TARGET_RETRAIN = {"trw-2r-budget"}  # goal: imitate the retrained model, not Acc_f = 0
 
 
@@ -210,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chosen: {best.setting}{verdict}", flush=True)
             # epochs are stored as a share of the recipe they were tuned on (docs/methods.md)
             paste = dict(best.setting)
-            if "epochs" in paste and name in SHARE_METHODS:
+            shares = any("epoch_share" in d
+                         for d in getattr(METHODS[name], "dataset_defaults", {}).values())
+            if "epochs" in paste and shares:
                 paste["epoch_share"] = f"{paste.pop('epochs')} / {default_recipe(dataset).epochs}"
             chosen.setdefault(name, {})[dataset] = paste
             dump.setdefault(dataset, {})[name] = {

@@ -339,16 +339,19 @@ def ulira_interval(
                              f"multiple of {block}; got {len(pos)} and {len(neg)}")
     point = best_threshold_accuracy(np.concatenate(pos), np.concatenate(neg))
     rng = np.random.default_rng(seed)
+    def flat(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sizes = np.array([r.size for r in rows])
+        return np.concatenate(rows), sizes, np.cumsum(sizes) - sizes
+
     # every row in one flat array: a draw of rows, then of examples within each drawn row,
     # is one vectorised gather (a loop over rows cost most of the audit stage)
-    flat = {id(rows): (np.concatenate(rows), np.array([r.size for r in rows]),
-                       np.cumsum([0] + [r.size for r in rows[:-1]]))
-            for rows in (pos, neg)}
+    pos_flat, neg_flat = flat(pos), flat(neg)
 
-    def draw(rows: list[np.ndarray], picks: np.ndarray) -> np.ndarray:
-        values, sizes, starts = flat[id(rows)]
-        size = np.repeat(sizes[picks], sizes[picks])
-        within = np.minimum(np.floor(rng.random(size.size) * size).astype(np.int64), size - 1)
+    def draw(side: tuple[np.ndarray, np.ndarray, np.ndarray], picks: np.ndarray
+             ) -> np.ndarray:
+        values, sizes, starts = side
+        n = np.repeat(sizes[picks], sizes[picks])  # each drawn example's row size
+        within = np.minimum(np.floor(rng.random(n.size) * n).astype(np.int64), n - 1)
         return values[np.repeat(starts[picks], sizes[picks]) + within]
 
     stats = []
@@ -356,10 +359,10 @@ def ulira_interval(
         if block:
             groups = rng.integers(0, len(pos) // block, len(pos) // block)
             picks = (groups[:, None] * block + np.arange(block)[None, :]).ravel()
-            p, n = draw(pos, picks), draw(neg, picks)
+            p, n = draw(pos_flat, picks), draw(neg_flat, picks)
         else:
-            p = draw(pos, rng.integers(0, len(pos), len(pos)))
-            n = draw(neg, rng.integers(0, len(neg), len(neg)))
+            p = draw(pos_flat, rng.integers(0, len(pos), len(pos)))
+            n = draw(neg_flat, rng.integers(0, len(neg), len(neg)))
         if p.size and n.size:  # a resample of empty rows only has no statistic
             stats.append(best_threshold_accuracy(p, n))
     low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])

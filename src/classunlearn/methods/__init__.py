@@ -97,9 +97,9 @@ def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | 
                 "recipe, or the checkpoint's sidecar); none was given")
         return cls, cls.Params(**recipe.to_dict())
     merged = {**variant, **(values or {})}
+    recipe = recipe or default_recipe(dataset or "")
     params = params_from_strings(cls, merged, base=default_params(cls, dataset, recipe))
-    return cls, resolve_epoch_share(params, recipe or default_recipe(dataset or ""),
-                                    explicit=merged)
+    return cls, resolve_epoch_share(params, recipe, explicit=merged)
 
 
 def resolve_epoch_share(params: MethodParams, recipe: Recipe, explicit: dict | None = None

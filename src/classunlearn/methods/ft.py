@@ -35,9 +35,8 @@ class FT(FinetuneMethod):
     source = "Warnecke et al. 2023, NDSS, arXiv 2108.11577; Golatkar et al. 2020, CVPR"
     Params = FTParams
     samples = "retain"
-    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
-    # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
+    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
+    # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.3, "epoch_share": 5 / 10},
         "mnist-5k": {"lr": 0.1, "epoch_share": 10 / 7},

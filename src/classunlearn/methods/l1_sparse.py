@@ -60,9 +60,8 @@ class L1Sparse(FinetuneMethod):
     source = "Jia et al. 2023, NeurIPS, arXiv 2304.04934 (Model Sparsity ... Unlearning)"
     Params = L1SparseParams
     samples = "retain"
-    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
-    # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
+    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
+    # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.1, "gamma": 0.002, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.03, "gamma": 0.0005, "epoch_share": 10 / 7},

@@ -54,9 +54,8 @@ class RL(FinetuneMethod):
     summary = "random labels: fine-tune on D_r plus D_f relabelled to random retained classes"
     source = "Golatkar et al. 2020, CVPR, arXiv 1911.04933; Hayes et al. 2024, arXiv 2403.01218"
     Params = RLParams
-    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
-    # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
+    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
+    # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.01, "epoch_share": 10 / 7},

@@ -76,9 +76,8 @@ class SalUn(RL):
     summary = "RL restricted to the weights with the largest forget-loss gradient (50%)"
     source = "Fan et al. 2024, ICLR, arXiv 2310.12508 (SalUn)"
     Params = SalUnParams
-    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
-    # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
+    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
+    # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.01, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.01, "epoch_share": 10 / 7},

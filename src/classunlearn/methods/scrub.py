@@ -71,9 +71,8 @@ class SCRUB(Method):
     summary = "teacher-student: max-steps raise KL on D_f, min-steps CE + KL on D_r"
     source = "Kurmanji et al. 2023, NeurIPS, arXiv 2302.09880 (SCRUB)"
     Params = SCRUBParams
-    # Chosen by scripts/tune_methods.py on the train splits (docs/methods.md); the epochs
-    # as a share of the recipe they were tuned with (5 / 10: 5 epochs of the digits recipe's
-    # 10, re-tuned on it), so they follow the recipe (docs/performance.md section 10).
+    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
+    # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
         "digits": {"lr": 0.005, "msteps": 2, "epoch_share": 10 / 10},
         "mnist-5k": {"lr": 0.01, "msteps": 1, "epoch_share": 10 / 7},
