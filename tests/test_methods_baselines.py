@@ -129,8 +129,11 @@ def test_default_budgets_follow_the_recipe():
     # TRW's family: half the recipe's epochs over D_f and a tenth of D_r, on any recipe
     for spec in ("trw", "rwft", "trw[weights]", "trw-2r-oracle"):
         for epochs, expect in ((10, 5), (40, 20), (7, 4)):
-            _, p = make_params(spec, "digits", recipe=Recipe(epochs=epochs))
+            _, p = make_params(spec, "mnist-5k", recipe=Recipe(epochs=epochs))
             assert (p.epochs, p.retain_fraction, p.epoch_share) == (expect, 0.1, None), spec
+    # RWFT on digits keeps the whole recipe over all of D_r (its frontier and verdict)
+    _, p = make_params("rwft", "digits")
+    assert (p.epochs, p.retain_fraction) == (10, 1.0)
     # the reduced-budget reading keeps its own absolute budget
     _, p = make_params("trw-2r-budget", "digits", recipe=Recipe(epochs=40))
     assert (p.epochs, p.retain_fraction) == (2, 0.25)

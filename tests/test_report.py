@@ -234,9 +234,9 @@ def test_old_results_folder_still_reports(tmp_path):
     assert main(["report", "--out", str(tmp_path)]) == 0
     _, page = check_report(tmp_path)
     for title in ("Where forget-class samples go", "U-LiRA ROC", "U-LiRA ROC per method",
-                  "MIA-NN", "Gap to retrain"):
+                  "MIA-NN", "Gap to retrain", "Cost and privacy"):
         assert title in page, title
-    assert len(re.findall(r"<img ", page)) == 5
+    assert len(re.findall(r"<img ", page)) == 6
 
 
 def test_mixed_versions_are_called_out(tmp_path):

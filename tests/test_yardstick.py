@@ -51,7 +51,7 @@ def test_retrain_row_follows_the_study_recipe(study):
 
 def test_quick_and_epochs_change_one_recipe_for_everything():
     quick = study_recipe(BenchConfig(dataset="digits", quick=True))
-    assert quick.epochs == 15  # half of digits' 30, for originals, shadows AND retrain
+    assert quick.epochs == 5  # half of digits' 10, for originals, shadows AND retrain
     assert study_recipe(BenchConfig(dataset="digits", quick=True, epochs=6)).epochs == 6
 
 
