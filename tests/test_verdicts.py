@@ -272,3 +272,26 @@ def test_best_threshold_accuracy_equals_the_two_cdfs_definition_with_ties():
             np.searchsorted(sa, grid, side="right") / sa.size
             - np.searchsorted(sb, grid, side="right") / sb.size)))
         assert best_threshold_accuracy(a, b) == expected
+
+
+def test_resampled_statistics_equal_one_call_per_resample():
+    """The interval's batched statistic (counts per distinct pooled value, running sums) is
+    exactly best_threshold_accuracy of each resample, ties, unequal sizes and chunks
+    included."""
+    from classunlearn.audit.verdicts import _resampled_ks
+
+    rng = np.random.default_rng(2)
+    for trial in range(20):
+        pos = rng.integers(0, 6, rng.integers(1, 40)).astype(float)
+        neg = rng.integers(0, 6, rng.integers(1, 40)).astype(float)
+        if trial % 2:
+            pos, neg = rng.normal(size=pos.size), rng.normal(0.3, 1.0, neg.size)
+        draws = [(rng.integers(0, pos.size, rng.integers(1, 50)),
+                  rng.integers(0, neg.size, rng.integers(1, 50))) for _ in range(30)]
+        expected = [best_threshold_accuracy(pos[p], neg[n]) for p, n in draws]
+        assert _resampled_ks(pos, neg, draws).tolist() == expected
+    # a pool wide enough that the draws are split into several chunks
+    pos, neg = rng.normal(size=300_000), rng.normal(size=300_000)
+    draws = [(rng.integers(0, pos.size, 50), rng.integers(0, neg.size, 50)) for _ in range(12)]
+    assert _resampled_ks(pos, neg, draws).tolist() == [
+        best_threshold_accuracy(pos[p], neg[n]) for p, n in draws]

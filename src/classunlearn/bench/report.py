@@ -177,6 +177,7 @@ def roc_grid_figure(study: str, d: dict, per_row: int = 4):
         ax.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3))
         ax.set_title(f"{m} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.minorticks_off()  # a log axis's minor ticks were most of the report's time
     fig.supxlabel("false-positive rate (log)", fontsize=9)
     fig.supylabel("true-positive rate (log)", fontsize=9)
     fig.tight_layout()

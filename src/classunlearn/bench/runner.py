@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -319,7 +320,7 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     done.update(run_units(store, executor, stage_b, counts, log, "unlearn"))
     started = time.perf_counter()
     out = _study_metrics(cfg, ctx, study, done, method_keys, replay_keys, refs, sh_orig,
-                         sh_ret)
+                         sh_ret, executor)
     _retain_check(ctx, out, done, originals, tuned, log)
     counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
     counts["stage_s"]["audit"] += time.perf_counter() - started
@@ -370,39 +371,52 @@ MIA_FOLD_SEED = 0
 
 def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
                    method_keys: dict, replay_keys: dict, refs: dict, sh_orig: dict,
-                   sh_ret: dict) -> tuple[dict, dict, list]:
+                   sh_ret: dict, executor) -> tuple[dict, dict, list]:
+    """Every (method, seed)'s metrics and verdicts. Each is one `audit_one` task on the
+    study's executor (the attacks fit many small models: the audit was the stage that ran
+    on one core); the results are assembled in a fixed order, so the table does not depend
+    on which task finishes first."""
     split, _ = ctx.load()
-    ref_logits = [split_logits(done[k][0], split) for k in refs.values()]
+    ref_arrays = [_logit_arrays(done[k][0]) for k in refs.values()]
+    ref_logits = [split_logits(a, split) for a in ref_arrays]
     nn = nn_classes(split, ref_logits)
     ref_mia = reference_mia_scores(split, ref_logits, nn, mia_seed=MIA_FOLD_SEED)
-    per_method: dict[str, dict[int, dict]] = {}
     failed: dict[str, str] = {}
     versions = {done[k][1].get("version", "unknown") for k in done}
     devices = {done[k][1].get("device", "unknown") for k in done}
     details: dict = {"nn_class": nn, "forget_classes": list(split.forget_classes),
                      "class_names": split.dataset.class_names, "methods": {},
                      "versions": sorted(versions), "devices": sorted(devices)}
-    for (spec, s), key in tqdm(method_keys.items(), desc="audit", disable=not show_progress()):
+    tasks, jobs = [], []
+    for (spec, s), key in method_keys.items():
         arrays, info = done[key]
         replay = done.get(replay_keys.get((spec, s)), ({}, {}))
         if info.get("failed") or replay[1].get("failed"):
             failed[f"{study} {spec}"] = info.get("failed") or replay[1]["failed"]
             continue
-        lg = split_logits(arrays, split)
-        m = basic_metrics(lg, split, ref_logits)
-        m.update(attack_metrics(lg, split, ref_logits, nn, seed=s, reference_mia=ref_mia,
-                                mia_seed=MIA_FOLD_SEED))
-        m["runtime_s"] = info["runtime_s"]
-        d = details["methods"].setdefault(spec, {"forget_probs": {}, "ulira_roc": {}})
+        shadows = None
         if "phi" in replay[0]:
-            u_metrics, u, _ = ulira_metrics(split, replay[0]["phi"], done[sh_orig[s]][0],
-                                            done[sh_ret[s]][0])
-            m.update(u_metrics)
-            d["ulira_roc"][str(s)] = [u.roc_fpr, u.roc_tpr]
+            shadows = (replay[0]["phi"], np.asarray(done[sh_orig[s]][0]["mask"]),
+                       done[sh_ret[s]][0]["phi"], spec == "retrain")
+        jobs.append((spec, s, info["runtime_s"]))
+        tasks.append((audit_one, (ctx, _logit_arrays(arrays), ref_arrays, nn, ref_mia, s,
+                                  shadows)))
+    results: dict[int, dict] = {}
+    for i, res in tqdm(executor.run(tasks), total=len(tasks), desc="audit",
+                       disable=not show_progress()):
+        results[i] = res
+    per_method: dict[str, dict[int, dict]] = {}
+    intervals: dict[tuple[str, int], Any] = {}
+    for i, (spec, s, runtime) in enumerate(jobs):
+        res = results[i]
+        m = {**res["metrics"], "runtime_s": runtime, **res.get("ulira_metrics", {})}
+        d = details["methods"].setdefault(spec, {"forget_probs": {}, "ulira_roc": {}})
+        if "ulira_roc" in res:
+            d["ulira_roc"][str(s)] = res["ulira_roc"]
+            intervals[(spec, s)] = res["ulira_interval"]
         per_method.setdefault(spec, {})[s] = m
-        d["forget_probs"][str(s)] = torch.softmax(lg.test_forget, 1).mean(0).tolist()
-    details["verdicts"] = _verdicts(split, done, per_method, replay_keys, ref_logits,
-                                    sh_orig, sh_ret)
+        d["forget_probs"][str(s)] = res["forget_probs"]
+    details["verdicts"] = _verdicts(split, per_method, intervals, ref_logits)
     retrain = per_method.get("retrain", {})
     rows = []
     for spec, seeds in per_method.items():
@@ -417,36 +431,51 @@ def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
     return details, failed, rows
 
 
-def _verdicts(split: ForgetSplit, done: dict, per_method: dict, replay_keys: dict,
-              ref_logits: list[SplitLogits], sh_orig: dict, sh_ret: dict) -> dict:
+def _logit_arrays(arrays: dict) -> dict:
+    """Only what the audit reads of a unit's arrays (tasks ship them to the workers)."""
+    return {k: np.asarray(arrays[k]) for k in ("logits_train", "logits_test")}
+
+
+def audit_one(ctx: StudyContext, arrays: dict, ref_arrays: list[dict], nn: dict,
+              ref_mia: dict, seed: int, shadows: tuple | None) -> dict:
+    """One (method, seed)'s audit: accuracies, TV, SVC-MIA and MIA-NN against the
+    references, and, with `shadows` = (replay phi, shadow originals' mask, shadow retrains'
+    phi, is_retrain), U-LiRA and its bootstrap interval: the null itself for the `retrain`
+    method (the same phi, the same call), else the method's own."""
+    from classunlearn.audit.verdicts import ulira_null, ulira_phi_interval
+
+    split, _ = ctx.load()
+    lg = split_logits(arrays, split)
+    ref_logits = [split_logits(a, split) for a in ref_arrays]
+    m = basic_metrics(lg, split, ref_logits)
+    m.update(attack_metrics(lg, split, ref_logits, nn, seed=seed, reference_mia=ref_mia,
+                            mia_seed=MIA_FOLD_SEED))
+    out: dict = {"metrics": m,
+                 "forget_probs": torch.softmax(lg.test_forget, 1).mean(0).tolist()}
+    if shadows is not None:
+        phi, mask, retrained, is_retrain = shadows
+        out["ulira_metrics"], u, _ = ulira_metrics(split, phi, {"mask": mask},
+                                                   {"phi": retrained})
+        out["ulira_roc"] = [u.roc_fpr, u.roc_tpr]
+        in_mask = mask[:, split.train_forget.numpy()].astype(bool)
+        interval = ulira_null if is_retrain else ulira_phi_interval
+        out["ulira_interval"] = interval(phi, in_mask, retrained)
+    return out
+
+
+def _verdicts(split: ForgetSplit, per_method: dict, intervals: dict,
+              ref_logits: list[SplitLogits]) -> dict:
     """{method: {seed: [verdict records]}} (classunlearn.audit.verdicts): accuracy and MIA-NN
     against this study's references, U-LiRA against the null of the same seed (the `retrain`
     method's replay on the same shadows; no U-LiRA verdict without a retrain row)."""
-    from classunlearn.audit.verdicts import (
-        method_verdicts,
-        ulira_null,
-        ulira_phi_interval,
-        verdict_record,
-    )
+    from classunlearn.audit.verdicts import method_verdicts, verdict_record
 
     refs = [basic_metrics(r, split) for r in ref_logits]
-    f_idx = split.train_forget.numpy()
-    nulls: dict = {}
-    for s in per_method.get("retrain", {}):  # one null per seed, shared by every method
-        if ("retrain", s) in replay_keys:
-            mask = np.asarray(done[sh_orig[s]][0]["mask"])[:, f_idx].astype(bool)
-            retrained = done[sh_ret[s]][0]["phi"]
-            nulls[s] = (mask, retrained, ulira_null(
-                done[replay_keys[("retrain", s)]][0]["phi"], mask, retrained))
     out: dict = {}
     for spec, seeds in per_method.items():
         for s, m in seeds.items():
-            interval = null = None
-            if s in nulls and (spec, s) in replay_keys:
-                mask, retrained, null = nulls[s]
-                # retrain's own interval is the null itself: the same phi, the same call
-                interval = null if spec == "retrain" else ulira_phi_interval(
-                    done[replay_keys[(spec, s)]][0]["phi"], mask, retrained)
+            null = intervals.get(("retrain", s)) if s in per_method.get("retrain", {}) else None
+            interval = intervals.get((spec, s)) if null is not None else None
             found = method_verdicts(m, [r["acc_forget"] for r in refs],
                                     [r["test_acc_retain"] for r in refs], interval, null)
             out.setdefault(spec, {})[str(s)] = [verdict_record(v) for v in found]

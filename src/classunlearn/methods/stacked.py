@@ -115,15 +115,16 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
             net.probe(weights, to_input(pools[0][0][:2]))
         except _Unsupported as e:
             raise Unstackable(str(e)) from None
+    update_masks = None
+    if runs[0].mask:  # SalUn: the optimiser leaves the masked-out weights where they are
+        update_masks = []
+        for k, w in weights.items():
+            m = torch.stack([r.mask[k] for r in runs])
+            update_masks.append((m.transpose(1, 2) if k in net.transposed else m).to(w.dtype))
     opt = _StackedOptimizer(list(weights.values()), Recipe(
         epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
         momentum=params.momentum, weight_decay=params.weight_decay,
-        schedule=params.schedule, optimizer=params.optimizer))
-    masks, frozen = {}, {}
-    if runs[0].mask:
-        masks = {k: torch.stack([r.mask[k] for r in runs]) for k in weights}
-        masks = {k: m.transpose(1, 2) if k in net.transposed else m for k, m in masks.items()}
-        frozen = {k: w.detach().clone() for k, w in weights.items()}
+        schedule=params.schedule, optimizer=params.optimizer), update_masks)
     sizes = [len(pool[1]) for pool in pools]
     streams = [_stream(m, params, c) for m, c in zip(sizes, ctxs)]
     # as FinetuneMethod.run: the schedule runs over epochs * ceil(m / batch) steps and the
@@ -153,12 +154,7 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         for w in weights.values():
             w.grad = None
         loss.sum().backward()
-        for k, m in masks.items():
-            weights[k].grad.mul_(m)
         opt.step(lr.to(dev, next(iter(weights.values())).dtype))
-        with torch.no_grad():
-            for k, m in masks.items():
-                weights[k].copy_(torch.where(m, weights[k], frozen[k]))
         for i in active:
             ctxs[i].steps += 1
     _unstack_params(works, weights, net)
