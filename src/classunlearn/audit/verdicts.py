@@ -295,11 +295,13 @@ def _resampled_ks(pos: np.ndarray, neg: np.ndarray,
     equal to calling it on each, without a sort per resample: each pooled value is mapped
     once to the rank of its distinct value, a resample's empirical CDFs are the running
     sums of its counts per rank (thresholds where it has no value repeat its previous gap).
-    Chunked so a chunk's count table stays near 4M entries."""
+    Chunked so a chunk's count table stays near 64K entries: cache-sized tables measured
+    fastest (2.2x the sort per resample on a 16-shadow study's rows; 4M-entry tables were
+    slower than it, paying page faults on every fresh allocation)."""
     values = np.concatenate([pos, neg])
     distinct, run = np.unique(values, return_inverse=True)
     width = distinct.size
-    chunk = max(1, (1 << 22) // width)
+    chunk = max(1, (1 << 16) // width)
     out = np.empty(len(draws))
     for start in range(0, len(draws), chunk):
         part = draws[start:start + chunk]

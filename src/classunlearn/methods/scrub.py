@@ -13,7 +13,6 @@ Their KL is ``kl_div(log_softmax(s/T), softmax(t/T)) · T²``; their learning ra
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +28,13 @@ from classunlearn.methods.base import (
     RunContext,
     UnlearnData,
 )
-from classunlearn.train import batches, check_loss, make_optimizer, make_scheduler
+from classunlearn.train import (
+    batches,
+    check_loss,
+    make_optimizer,
+    make_scheduler,
+    predict_logits,
+)
 
 
 @dataclass(frozen=True)
@@ -82,15 +87,16 @@ class SCRUB(Method):
     def run(self, model: nn.Module, data: UnlearnData, params: SCRUBParams, ctx: RunContext
             ) -> nn.Module:
         dev = ctx.device
-        teacher = copy.deepcopy(model).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
         xf, xr, yr = to_input(data.x_forget.to(dev)), data.x_retain, data.y_retain
         if params.retain_fraction < 1.0:
             keep = max(1, round(params.retain_fraction * len(yr)))
             idx = torch.randperm(len(yr), generator=ctx.generator)[:keep]
             xr, yr = xr[idx], yr[idx]
         xr, yr = xr.to(dev), yr.to(dev)
+        # the teacher is the frozen original in eval mode: its logits on a batch are rows of
+        # its logits on the whole set, computed once instead of once per step
+        teacher_f = predict_logits(model, xf, device=dev).to(dev)
+        teacher_r = predict_logits(model, xr, device=dev).to(dev)
         opt = make_optimizer(model.parameters(), params.optimizer, params.lr, params.momentum,
                              params.weight_decay)
         sched = make_scheduler(opt, params.schedule, params.epochs)  # stepped per epoch
@@ -107,17 +113,12 @@ class SCRUB(Method):
         for epoch in range(params.epochs):
             if epoch < params.msteps:  # max-steps: move away from the teacher on D_f
                 for idx in batches(len(xf), params.forget_batch_size, ctx.generator):
-                    x = xf[idx.to(dev)]
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    step(-distill_kl(model(x), t_logits, t))
+                    idx = idx.to(dev)
+                    step(-distill_kl(model(xf[idx]), teacher_f[idx], t))
             for idx in batches(len(xr), params.batch_size, ctx.generator):  # min-steps
                 idx = idx.to(dev)
-                x = to_input(xr[idx])
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                logits = model(x)
+                logits = model(to_input(xr[idx]))
                 step(params.ce_weight * F.cross_entropy(logits, yr[idx])
-                     + params.kl_weight * distill_kl(logits, t_logits, t))
+                     + params.kl_weight * distill_kl(logits, teacher_r[idx], t))
             sched.step()
         return model.eval()
