@@ -70,7 +70,8 @@ def _both(method, models, datas, params, **kwargs):
 @pytest.mark.parametrize("name", FINETUNE)
 def test_every_finetune_method_stacked_is_its_loop(name):
     cls = METHODS[name]
-    params = dataclasses.replace(cls.Params(), epochs=2, batch_size=8, lr=0.05)
+    extra = {"msteps": 1} if name == "scrub" else {}
+    params = dataclasses.replace(cls.Params(), epochs=2, batch_size=8, lr=0.05, **extra)
     models = _models("mlp", (10,), hidden=16)
     loop, stacked = _both(cls(), models, _data((10,)), params)
     assert _max_rel_diff([m for m, _ in stacked], [m for m, _ in loop]) < 1e-5
@@ -85,7 +86,10 @@ def test_every_finetune_method_stacked_is_its_loop(name):
 @pytest.mark.parametrize("name,changes", [("ft", {"optimizer": "adam", "lr": 0.01}),
                                           ("salun", {"schedule": "step"}),
                                           ("l1-sparse", {"retain_fraction": 0.5}),
-                                          ("be", {})])
+                                          ("be", {}),
+                                          # two passes per epoch, lr decayed per epoch
+                                          ("scrub", {"epochs": 4, "msteps": 2,
+                                                     "forget_batch_size": 4})])
 def test_stacked_cnn_is_the_loop(name, changes):
     cls = METHODS[name]
     params = dataclasses.replace(cls.Params(), **{"epochs": 2, "batch_size": 8, "lr": 0.05,

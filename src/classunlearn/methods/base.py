@@ -223,12 +223,14 @@ class Method:
 @dataclass
 class Batch:
     """A mini-batch over D_f ∪ D_r. Rows with ``is_forget`` come from D_f; ``forget_row``
-    gives their row in D_f (for per-sample targets), -1 for retain rows."""
+    gives their row in D_f (for per-sample targets), -1 for retain rows; ``retain_row``
+    the row in D_r of retain rows, -1 for forget rows."""
 
     x: torch.Tensor
     y: torch.Tensor
     is_forget: torch.Tensor
     forget_row: torch.Tensor
+    retain_row: torch.Tensor | None = None
 
 
 class FinetuneMethod(Method):
@@ -252,6 +254,9 @@ class FinetuneMethod(Method):
     # on every dataset, under any ``dataset_defaults``; chosen on the cost-privacy frontier
     # (docs/performance.md section 8). Empty: the Params dataclass's epochs as they are.
     recipe_budget: ClassVar[dict[str, float]] = {}
+    # The learning-rate schedule advances once per epoch (over `epochs`) instead of once
+    # per step (over all the run's steps).
+    lr_per_epoch: ClassVar[bool] = False
 
     def prepare(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
                 ) -> None:
@@ -260,6 +265,12 @@ class FinetuneMethod(Method):
     def loss(self, model: nn.Module, batch: Batch, params: Any, ctx: RunContext
              ) -> torch.Tensor:
         raise NotImplementedError
+
+    def batches_of_epoch(self, n_forget: int, n: int, params: Any, ctx: RunContext
+                         ) -> list[torch.Tensor]:
+        """Hook: one epoch's batches, as row indices into the pool (its `n_forget` D_f rows
+        first, then D_r's): by default a shuffle of all `n` rows cut into batches."""
+        return batches(n, params.batch_size, ctx.generator)
 
     def trainable(self, model: nn.Module, params: Any) -> list[nn.Parameter]:
         """Hook: the parameters the optimiser updates (all by default)."""
@@ -305,21 +316,22 @@ class FinetuneMethod(Method):
                 "recipe's epochs; resolve it with classunlearn.methods.make_params(spec, "
                 "recipe=...) or give epochs instead")
         self.prepare(model, data, params, ctx)
-        x, y, is_forget, forget_row = self._pool(data, params, ctx)
         dev = ctx.device
-        x, y, is_forget, forget_row = x.to(dev), y.to(dev), is_forget.to(dev), forget_row.to(dev)
+        x, y, is_forget, forget_row, retain_row = (t.to(dev) for t in
+                                                   self._pool(data, params, ctx))
+        n_forget = int(is_forget.sum())
         opt = make_optimizer(self.trainable(model, params), params.optimizer, params.lr,
                              params.momentum, params.weight_decay)
-        steps_per_epoch = math.ceil(len(x) / params.batch_size)
-        sched = make_scheduler(opt, params.schedule, params.epochs * steps_per_epoch)
+        sched = make_scheduler(opt, params.schedule, lr_horizon(self, len(x), params))
         mask = self.mask
         frozen = {n: p.detach().clone() for n, p in model.named_parameters()} if mask else {}
         model.train()
         for ctx.epoch in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
                               disable=not show_progress()):
-            for idx in batches(len(x), params.batch_size, ctx.generator):
+            for idx in self.batches_of_epoch(n_forget, len(x), params, ctx):
                 idx = idx.to(dev)
-                batch = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
+                batch = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx],
+                              retain_row[idx])
                 loss = self.loss(model, batch, params, ctx)
                 check_loss(loss, f"method {self.name}", ctx.steps)
                 opt.zero_grad(set_to_none=True)
@@ -328,13 +340,16 @@ class FinetuneMethod(Method):
                     for n, p in model.named_parameters():
                         p.grad.mul_(mask[n])
                 opt.step()
-                sched.step()
+                if not self.lr_per_epoch:
+                    sched.step()
                 if mask:
                     with torch.no_grad():
                         for n, p in model.named_parameters():
                             p.copy_(torch.where(mask[n], p, frozen[n]))
                 self.after_step(model, params, ctx)
                 ctx.steps += 1
+            if self.lr_per_epoch:
+                sched.step()
         return self.finish(model.eval(), params, ctx)
 
     def _pool(self, data: UnlearnData, params: FinetuneParams, ctx: RunContext):
@@ -343,18 +358,28 @@ class FinetuneMethod(Method):
         if params.retain_fraction < 1.0:
             keep = max(1, round(params.retain_fraction * len(retain_idx)))
             retain_idx = torch.randperm(len(retain_idx), generator=ctx.generator)[:keep]
-        parts_x, parts_y, flags, rows = [], [], [], []
+        parts_x, parts_y, flags, rows, r_rows = [], [], [], [], []
         if self.samples in ("both", "forget"):
             parts_x.append(data.x_forget)
             parts_y.append(data.y_forget)
             flags.append(torch.ones(n_f, dtype=torch.bool))
             rows.append(torch.arange(n_f))
+            r_rows.append(torch.full((n_f,), -1, dtype=torch.int64))
         if self.samples in ("both", "retain"):
             parts_x.append(data.x_retain[retain_idx])
             parts_y.append(data.y_retain[retain_idx])
             flags.append(torch.zeros(len(retain_idx), dtype=torch.bool))
             rows.append(torch.full((len(retain_idx),), -1, dtype=torch.int64))
-        return cat_inputs(parts_x), torch.cat(parts_y), torch.cat(flags), torch.cat(rows)
+            r_rows.append(retain_idx)
+        return (cat_inputs(parts_x), torch.cat(parts_y), torch.cat(flags), torch.cat(rows),
+                torch.cat(r_rows))
+
+
+def lr_horizon(method: FinetuneMethod, n: int, params: FinetuneParams) -> int:
+    """What the schedule runs over: the epochs, or every step of a run over a pool of n."""
+    if method.lr_per_epoch:
+        return params.epochs
+    return params.epochs * math.ceil(n / params.batch_size)
 
 
 # ---- hyperparameters from strings (`--set key=value`) ----

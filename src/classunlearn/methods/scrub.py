@@ -19,20 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classunlearn.data.core import to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import (
+    Batch,
+    FinetuneMethod,
     FinetuneParams,
-    Method,
     RunContext,
     UnlearnData,
 )
 from classunlearn.train import (
     batches,
-    check_loss,
-    make_optimizer,
-    make_scheduler,
     predict_logits,
 )
 
@@ -69,13 +66,14 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: fl
 
 
 @register
-class SCRUB(Method):
+class SCRUB(FinetuneMethod):
     """SCalable Remembering and Unlearning unBound (Kurmanji et al., NeurIPS 2023)."""
 
     name = "scrub"
     summary = "teacher-student: max-steps raise KL on D_f, min-steps CE + KL on D_r"
     source = "Kurmanji et al. 2023, NeurIPS, arXiv 2302.09880 (SCRUB)"
     Params = SCRUBParams
+    lr_per_epoch = True  # the authors decay their learning rate at fixed epochs
     # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
     # they were tuned on (docs/methods.md).
     dataset_defaults: dict[str, dict] = {
@@ -84,41 +82,33 @@ class SCRUB(Method):
         "mnist1d": {"lr": 0.005, "msteps": 1, "epoch_share": 10 / 40},
     }
 
-    def run(self, model: nn.Module, data: UnlearnData, params: SCRUBParams, ctx: RunContext
-            ) -> nn.Module:
-        dev = ctx.device
-        xf, xr, yr = to_input(data.x_forget.to(dev)), data.x_retain, data.y_retain
-        if params.retain_fraction < 1.0:
-            keep = max(1, round(params.retain_fraction * len(yr)))
-            idx = torch.randperm(len(yr), generator=ctx.generator)[:keep]
-            xr, yr = xr[idx], yr[idx]
-        xr, yr = xr.to(dev), yr.to(dev)
+    def prepare(self, model: nn.Module, data: UnlearnData, params: SCRUBParams,
+                ctx: RunContext) -> None:
         # the teacher is the frozen original in eval mode: its logits on a batch are rows of
         # its logits on the whole set, computed once instead of once per step
-        teacher_f = predict_logits(model, xf, device=dev).to(dev)
-        teacher_r = predict_logits(model, xr, device=dev).to(dev)
-        opt = make_optimizer(model.parameters(), params.optimizer, params.lr, params.momentum,
-                             params.weight_decay)
-        sched = make_scheduler(opt, params.schedule, params.epochs)  # stepped per epoch
+        self.teacher_forget = predict_logits(model, data.x_forget, device=ctx.device
+                                             ).to(ctx.device)
+        self.teacher_retain = predict_logits(model, data.x_retain, device=ctx.device
+                                             ).to(ctx.device)
+
+    def batches_of_epoch(self, n_forget: int, n: int, params: SCRUBParams, ctx: RunContext
+                         ) -> list[torch.Tensor]:
+        """Max-steps over D_f (in the first ``msteps`` epochs), then min-steps over D_r."""
+        out = []
+        if ctx.epoch < params.msteps:
+            out += batches(n_forget, params.forget_batch_size, ctx.generator)
+        return out + [idx + n_forget for idx in
+                      batches(n - n_forget, params.batch_size, ctx.generator)]
+
+    def loss(self, model: nn.Module, batch: Batch, params: SCRUBParams, ctx: RunContext
+             ) -> torch.Tensor:
         t = params.temperature
+        logits = model(batch.x)
+        if batch.is_forget[0]:  # a max-step: move away from the teacher on D_f
+            return -distill_kl(logits, self.teacher_forget[batch.forget_row], t)
+        return (params.ce_weight * F.cross_entropy(logits, batch.y)
+                + params.kl_weight * distill_kl(logits, self.teacher_retain[batch.retain_row], t))
 
-        def step(loss: torch.Tensor) -> None:
-            check_loss(loss, f"method {self.name}", ctx.steps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ctx.steps += 1
-
-        model.train()
-        for epoch in range(params.epochs):
-            if epoch < params.msteps:  # max-steps: move away from the teacher on D_f
-                for idx in batches(len(xf), params.forget_batch_size, ctx.generator):
-                    idx = idx.to(dev)
-                    step(-distill_kl(model(xf[idx]), teacher_f[idx], t))
-            for idx in batches(len(xr), params.batch_size, ctx.generator):  # min-steps
-                idx = idx.to(dev)
-                logits = model(to_input(xr[idx]))
-                step(params.ce_weight * F.cross_entropy(logits, yr[idx])
-                     + params.kl_weight * distill_kl(logits, teacher_r[idx], t))
-            sched.step()
-        return model.eval()
+    def finish(self, model: nn.Module, params: SCRUBParams, ctx: RunContext) -> nn.Module:
+        self.teacher_forget = self.teacher_retain = None  # no per-run tensors kept
+        return model

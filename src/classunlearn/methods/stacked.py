@@ -23,7 +23,6 @@ The models are held `chunk` at a time (``shadows.chunk_size``) so that memory st
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -39,6 +38,7 @@ from classunlearn.methods.base import (
     RunContext,
     RunRecord,
     UnlearnData,
+    lr_horizon,
     many_seeds,
 )
 from classunlearn.shadows import (
@@ -53,8 +53,6 @@ from classunlearn.shadows import (
 )
 from classunlearn.train import (
     Recipe,
-    batch_sizes,
-    batches,
     lr_factor,
     resolve_device,
     seed_everything,
@@ -93,10 +91,17 @@ def _check_method(method: FinetuneMethod) -> None:
             raise Unstackable(f"it overrides {hook}")
 
 
-def _stream(n: int, params: FinetuneParams, ctx: RunContext) -> Iterator[torch.Tensor]:
-    """Model i's batches: what FinetuneMethod.run draws, setting ctx.epoch as it goes."""
+def _stream(run: FinetuneMethod, pool: tuple, params: FinetuneParams, ctx: RunContext
+            ) -> Iterator[tuple[torch.Tensor, float]]:
+    """Model i's batches and learning-rate factors: what FinetuneMethod.run draws and
+    schedules, setting ctx.epoch as it goes."""
+    n, n_forget = len(pool[1]), int(pool[2].sum())
+    horizon, step = lr_horizon(run, n, params), 0
     for ctx.epoch in range(params.epochs):
-        yield from batches(n, params.batch_size, ctx.generator)
+        for idx in run.batches_of_epoch(n_forget, n, params, ctx):
+            yield idx, lr_factor(params.schedule, ctx.epoch if run.lr_per_epoch else step,
+                                 horizon)
+            step += 1
 
 
 def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Module],
@@ -125,23 +130,23 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         epochs=params.epochs, batch_size=params.batch_size, lr=params.lr,
         momentum=params.momentum, weight_decay=params.weight_decay,
         schedule=params.schedule, optimizer=params.optimizer), update_masks)
-    sizes = [len(pool[1]) for pool in pools]
-    streams = [_stream(m, params, c) for m, c in zip(sizes, ctxs)]
-    # as FinetuneMethod.run: the schedule runs over epochs * ceil(m / batch) steps and the
-    # epochs over batches(): its last batch of one is merged into the one before
-    totals = [params.epochs * len(batch_sizes(m, params.batch_size)) for m in sizes]
-    horizons = [params.epochs * math.ceil(m / params.batch_size) for m in sizes]
+    streams = [_stream(r, pool, params, c) for r, pool, c in zip(runs, pools, ctxs)]
+    # each model's next batch, drawn after the previous step's loss as in the loop; None
+    # once its run is over (a finished model gets lr 0 and sits still)
+    upcoming = [next(stream, None) for stream in streams]
     empty = to_input(pools[0][0][:0])
-    for step in range(max(totals, default=0)):
-        active = [i for i in range(n) if step < totals[i]]
-        lr = torch.tensor([params.lr * lr_factor(params.schedule, step, horizons[i])
-                           if step < totals[i] else 0.0 for i in range(n)],
+    step = 0
+    while any(u is not None for u in upcoming):
+        active = [i for i in range(n) if upcoming[i] is not None]
+        lr = torch.tensor([params.lr * upcoming[i][1] if upcoming[i] is not None else 0.0
+                           for i in range(n)],
                           dtype=torch.float64)  # the python floats torch's optimizers take
         batch_of: dict[int, Batch] = {}  # active models only
         for i in active:
-            x, y, is_forget, forget_row = pools[i]
-            idx = next(streams[i]).to(dev)
-            batch_of[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx])
+            x, y, is_forget, forget_row, retain_row = pools[i]
+            idx = upcoming[i][0].to(dev)
+            batch_of[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx],
+                                retain_row[idx])
         logits = _forward(net, weights, batch_of, n, empty, dev)
         slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
         losses = []
@@ -157,6 +162,8 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         opt.step(lr.to(dev, next(iter(weights.values())).dtype))
         for i in active:
             ctxs[i].steps += 1
+            upcoming[i] = next(streams[i], None)
+        step += 1
     _unstack_params(works, weights, net)
 
 
