@@ -20,7 +20,8 @@ hyperparameter stays at the method's per-dataset default. For each point it prin
   each the mean over seeds with the seeds' spread.
 
 A method's choice on the frontier is the cheapest budget whose U-LiRA gap and MIA-NN z are
-no worse than at the method's best budget, within the seeds' spread (``pick``). Writes
+no worse than at the method's best budget, within the seeds' spread, with its forget
+accuracy (Acc_f) no higher and its retained test accuracy at most a point lower (``pick``). Writes
 ``frontier.csv``, ``frontier.md`` and ``frontier.png`` (gap against budget, one line per
 method) into --out; the bench units are cached there, so a rerun is quick.
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 from classunlearn.bench.runner import BenchConfig, run_bench, study_recipe
 from classunlearn.bench.store import Store
 from classunlearn.data import ForgetSplit
+from classunlearn.errors import UserError
 from classunlearn.methods import make_params
 from classunlearn.presets import bench_settings
 from classunlearn.table import markdown_table
@@ -63,7 +65,8 @@ def stat(summary: dict, method: str, metric: str) -> tuple[float, float]:
 
 def pick(rows: list[dict]) -> dict:
     """The cheapest point whose U-LiRA gap and MIA-NN z stay where the method's best budget
-    (the smallest U-LiRA gap) puts them: worse by at most the two points' combined spread
+    (the smallest U-LiRA gap among the budgets whose Acc_f is within a point of the lowest)
+    puts them: worse by at most the two points' combined spread
     over seeds (floors 1.0 point and 0.25 when there is one seed). Never empty: the best
     budget qualifies itself."""
     def sd(x: float) -> float:
@@ -73,9 +76,20 @@ def pick(rows: list[dict]) -> dict:
         tol = max(math.hypot(sd(r[key + "_sd"]), sd(best[key + "_sd"])), floor)
         return r[key] <= best[key] + tol
 
-    best = min(rows, key=lambda r: r["ulira_gap"])
+    def goals(r: dict, best: dict) -> bool:
+        # the forget goal and the retained accuracy hold too (frontier.csv files written
+        # before Acc_f was recorded have no acc_f column)
+        if "acc_f" not in r or math.isnan(r["acc_f"]):
+            return True
+        return within(r, best, "acc_f", 1.0) and r["ta_r"] >= best["ta_r"] - 1.0
+
+    # the best budget: the smallest U-LiRA gap among the budgets that forget as well as any
+    reached = min((r.get("acc_f", math.nan) for r in rows), default=math.nan)
+    eligible = [r for r in rows if math.isnan(reached) or math.isnan(r.get("acc_f", math.nan))
+                or r["acc_f"] <= reached + 1.0]
+    best = min(eligible, key=lambda r: r["ulira_gap"])
     ok = [r for r in rows if within(r, best, "ulira_gap", 1.0)
-          and within(r, best, "mia_nn_z", 0.25)]
+          and within(r, best, "mia_nn_z", 0.25) and goals(r, best)]
     return min(ok, key=lambda r: r["budget"])
 
 
@@ -141,7 +155,11 @@ def main() -> None:
             values = {"epochs": str(epochs), "retain_fraction": str(retain)}
             cfg = BenchConfig(**{**base.__dict__, "methods": ["retrain", spec],
                                  "method_params": {spec: values}})
-            res = run_bench(cfg, log=lambda s: None)
+            try:
+                res = run_bench(cfg, log=lambda s: None)
+            except UserError as e:  # a point the method refuses (SCRUB: msteps > epochs)
+                print(f"{spec:10s} epochs {epochs:3d} retain {retain:4.2f} skipped: {e}")
+                continue
             u, u_sd = stat(res.summary, spec, "ulira")
             u0, _ = stat(res.summary, "retrain", "ulira")
             ratios = [v for _, m, _, k, v in Store(cfg.out).metrics()
@@ -150,18 +168,19 @@ def main() -> None:
             tv, tv_sd = stat(res.summary, spec, "tv")
             tv0, _ = stat(res.summary, "retrain", "tv")
             acc, _ = stat(res.summary, spec, "test_acc_retain")
+            acc_f, acc_f_sd = stat(res.summary, spec, "acc_forget")
             row = {"method": spec, "epochs": epochs, "retain_fraction": retain,
                    "default": (epochs, retain) == default_point,
                    "budget": budget_share(epochs, retain, n_f, n_r, recipe.epochs),
                    "x_retrain": statistics.median(ratios), "ulira_gap": u - u0,
                    "ulira_gap_sd": u_sd,
                    "mia_nn_z": z, "mia_nn_z_sd": z_sd, "tv": tv, "tv_sd": tv_sd,
-                   "tv_retrain": tv0, "ta_r": acc}
+                   "tv_retrain": tv0, "ta_r": acc, "acc_f": acc_f, "acc_f_sd": acc_f_sd}
             rows.append(row)
             print(f"{spec:10s} epochs {epochs:3d} retain {retain:4.2f} budget "
                   f"{row['budget']:.3f} x retrain {row['x_retrain']:.2f} U-LiRA gap "
                   f"{row['ulira_gap']:+.1f} MIA-NN z {z:.2f} TV {tv:.3f} TA_r {acc:.1f} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+                  f"Acc_f {acc_f:.1f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "frontier.csv", "w", newline="") as f:
@@ -183,10 +202,11 @@ def write_table(rows: list[dict], methods: list[str], out: Path, header: str) ->
     """frontier.md: `header`, then one row per point with the default and the pick marked."""
     picks = {spec: pick([r for r in rows if r["method"] == spec]) for spec in methods}
     head = ["method", "epochs", "retain", "budget", "x retrain", "U-LiRA gap", "MIA-NN z",
-            "TV", "TA_r", ""]
+            "TV", "TA_r", "Acc_f", ""]
     table = [[r["method"], int(r["epochs"]), r["retain_fraction"], r["budget"], r["x_retrain"],
               f"{r['ulira_gap']:+.1f}±{r['ulira_gap_sd']:.1f}",
               f"{r['mia_nn_z']:.2f}±{r['mia_nn_z_sd']:.2f}", f"{r['tv']:.3f}", r["ta_r"],
+              r.get("acc_f", math.nan),
               ("default " if r["default"] else "") + ("pick" if picks[r["method"]] is r else "")]
              for r in sorted(rows, key=lambda r: (methods.index(r["method"]), r["budget"]))]
     text = f"{header}\n\n{markdown_table(head, table, digits=2)}\n"

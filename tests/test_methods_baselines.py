@@ -137,12 +137,14 @@ def test_default_budgets_follow_the_recipe():
     # the reduced-budget reading keeps its own absolute budget
     _, p = make_params("trw-2r-budget", "digits", recipe=Recipe(epochs=40))
     assert (p.epochs, p.retain_fraction) == (2, 0.25)
-    # tuned baselines: the share of the recipe they were tuned on gives back the tuned
+    # baselines: their share of the recipe (chosen on the frontier) gives back the chosen
     # epochs on that recipe, and scales on another
-    assert make_params("ft", "digits")[1].epochs == 5
-    assert make_params("ft", "digits", recipe=Recipe(epochs=30))[1].epochs == 15
+    assert make_params("ft", "digits")[1].epochs == 10
+    assert make_params("rl", "digits", recipe=Recipe(epochs=30))[1].epochs == 15
     assert make_params("ft", "mnist-5k")[1].epochs == 10
-    assert make_params("scrub", "digits", recipe=Recipe(epochs=20))[1].epochs == 20
+    assert make_params("rl", "mnist-5k")[1].epochs == 1
+    assert make_params("scrub", "mnist-5k")[1].epochs == 2
+    assert make_params("scrub", "digits", recipe=Recipe(epochs=20))[1].epochs == 10
     # explicit epochs win over a default share; default_params is runnable as it is
     assert make_params("trw", "digits", {"epochs": "7"})[1].epochs == 7
     p = default_params(METHODS["trw"], "digits")

@@ -54,11 +54,12 @@ class RL(FinetuneMethod):
     summary = "random labels: fine-tune on D_r plus D_f relabelled to random retained classes"
     source = "Golatkar et al. 2020, CVPR, arXiv 1911.04933; Hayes et al. 2024, arXiv 2403.01218"
     Params = RLParams
-    # Chosen by scripts/tune_methods.py on the train splits; epochs as a share of the recipe
-    # they were tuned on (docs/methods.md).
+    # lr (and the method's other keys) chosen by scripts/tune_methods.py on the train splits;
+    # epochs as a share of the recipe, the cheapest on the cost-privacy frontier
+    # (benchmarks/frontier.py, docs/performance.md section 11; mnist1d: as tuned).
     dataset_defaults: dict[str, dict] = {
-        "digits": {"lr": 0.01, "epoch_share": 10 / 10},
-        "mnist-5k": {"lr": 0.01, "epoch_share": 10 / 7},
+        "digits": {"lr": 0.01, "epoch_share": 5 / 10},
+        "mnist-5k": {"lr": 0.01, "epoch_share": 1 / 7},
         "mnist1d": {"lr": 0.01, "epoch_share": 10 / 40},
     }
 
