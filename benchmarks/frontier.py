@@ -219,6 +219,7 @@ def plot(rows: list[dict], methods: list[str], path: Path, dataset: str) -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     colours = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -238,6 +239,7 @@ def plot(rows: list[dict], methods: list[str], path: Path, dataset: str) -> None
                     ax.plot([r["budget"]], [r[key]], "*", ms=12, color=colours[spec])
     for ax, title in zip(axes, ("U-LiRA minus retrain's (points)", "MIA-NN z", "TV")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels overlapped
         ax.set_xlabel("budget: share of a retrain's samples")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

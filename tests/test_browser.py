@@ -81,7 +81,11 @@ def check_page(browser: Chromium, page: Path, shot: Path, min_images: int) -> di
 
 
 def test_report_in_the_browser(browser, report_page, tmp_path):
-    check_page(browser, report_page, tmp_path / "report.png", min_images=4)
+    check_page(browser, report_page, tmp_path / "report.png", min_images=6)
+    # every figure of the study is drawn, the cost-privacy one included
+    text = browser.evaluate("document.body.innerText")
+    for title in ("U-LiRA ROC per method", "MIA-NN", "Gap to retrain", "Cost and privacy"):
+        assert title in text, title
     # at a narrow window the wide results table scrolls inside its wrapper, not the page
     browser.open(report_page, width=700)
     assert browser.evaluate("document.documentElement.scrollWidth") <= 700

@@ -272,6 +272,12 @@ class FinetuneMethod(Method):
         first, then D_r's): by default a shuffle of all `n` rows cut into batches."""
         return batches(n, params.batch_size, ctx.generator)
 
+    def l1_coefficient(self, params: Any, ctx: RunContext) -> float:
+        """Hook: the weight of an L1 penalty on all parameters, added to this step's loss
+        (0: none). The engine adds it, so that the stacked one takes every model's norm in
+        one pass over the stacked weights instead of one per model and parameter."""
+        return 0.0
+
     def trainable(self, model: nn.Module, params: Any) -> list[nn.Parameter]:
         """Hook: the parameters the optimiser updates (all by default)."""
         return list(model.parameters())
@@ -333,6 +339,9 @@ class FinetuneMethod(Method):
                 batch = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx],
                               retain_row[idx])
                 loss = self.loss(model, batch, params, ctx)
+                l1 = self.l1_coefficient(params, ctx)
+                if l1:
+                    loss = loss + l1 * sum(p.abs().sum() for p in model.parameters())
                 check_loss(loss, f"method {self.name}", ctx.steps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

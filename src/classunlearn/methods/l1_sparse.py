@@ -81,9 +81,8 @@ class L1Sparse(FinetuneMethod):
 
     def loss(self, model: nn.Module, batch: Batch, params: L1SparseParams, ctx: RunContext
              ) -> torch.Tensor:
+        return F.cross_entropy(model(batch.x), batch.y)  # + γ_t‖θ‖₁, added by the engine
+
+    def l1_coefficient(self, params: L1SparseParams, ctx: RunContext) -> float:
         epoch = (ctx.steps - self.first_step) // self.steps_per_epoch
-        gamma = l1_weight(params.gamma, epoch, params.epochs, params.no_l1_epochs)
-        ce = F.cross_entropy(model(batch.x), batch.y)
-        if gamma == 0.0:
-            return ce
-        return ce + gamma * sum(p.abs().sum() for p in model.parameters())
+        return l1_weight(params.gamma, epoch, params.epochs, params.no_l1_epochs)
