@@ -17,13 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import sklearn
 from scipy.special import softmax
-from scipy.stats import rankdata
-from sklearn.model_selection import RepeatedStratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from classunlearn.audit.checks import is_integral, logit_matrix
 from classunlearn.errors import ParameterError
@@ -202,6 +196,8 @@ def _auc(truth: np.ndarray, decision: np.ndarray) -> float:
     """ROC AUC of binary `truth` (1 = positive) by the Mann-Whitney rank sum, ties counted
     half: sklearn's roc_auc_score to float rounding, without its per-call overhead (50
     calls per audited model)."""
+    from scipy.stats import rankdata
+
     ranks = rankdata(decision)
     n_pos = int(truth.sum())
     n_neg = truth.size - n_pos
@@ -282,6 +278,14 @@ def mia_nn_score(
     keep = (y_all == forget_class) | (y_all == nn_class)
     x = _nn_features(z[keep], nn_class, feature)
     y = (y_all[keep] == forget_class).astype(np.int64)
+
+    # sklearn is imported here, not with the package: bench workers that only train start
+    # a second faster
+    import sklearn
+    from sklearn.model_selection import RepeatedStratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
 
     cv = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     hit_forget = hit_nn = seen_forget = seen_nn = 0

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp, softmax
-from sklearn.svm import SVC
 
 from classunlearn.audit.checks import is_integral, logit_matrix
 from classunlearn.errors import ParameterError
@@ -190,6 +189,8 @@ def svc_mia(
         [_features(member, y_member, feature), _features(nonmember, y_nonmember, feature)]
     )
     y_shadow = np.concatenate([np.ones(member.shape[0]), np.zeros(nonmember.shape[0])])
+    from sklearn.svm import SVC  # imported when used: see audit.mia_nn
+
     clf = SVC(C=SVC_C, gamma=SVC_GAMMA, kernel="rbf", random_state=int(seed))
     clf.fit(x_shadow, y_shadow)
     predicted = clf.predict(_features(target, y_target, feature))

@@ -40,8 +40,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
-from scipy.stats import norm
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from classunlearn.audit.checks import is_integral
 from classunlearn.errors import ParameterError
@@ -425,6 +423,8 @@ def _llr(
     out_mask = np.ones(out_phi.shape, dtype=bool)
     mu_out, sd_out = _gaussian(out_phi, out_mask, modes[1], min_std)
     with np.errstate(invalid="ignore"):
+        from scipy.stats import norm  # here, not at import: scipy.stats and sklearn cost
+        # every bench worker a second and a half of start-up
         return norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
 
 
@@ -447,6 +447,8 @@ def _roc(positive: np.ndarray, negative: np.ndarray, drop: bool = False):
     """ROC of "positive iff score >= threshold" (per-class rates, so balanced by design)."""
     scores = np.concatenate([positive, negative])
     truth = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
+    from sklearn.metrics import roc_curve
+
     return roc_curve(truth, scores, drop_intermediate=drop)
 
 
@@ -501,6 +503,8 @@ def _summarise(
     accuracy_two_sided = 50.0 + 50.0 * float(np.max(np.abs(gap)))
     accuracy_one_sided = 50.0 + 50.0 * float(np.max(gap))
     accuracy_zero = 100.0 * (float(np.mean(positive > 0)) + float(np.mean(negative <= 0))) / 2.0
+    from sklearn.metrics import roc_auc_score
+
     auc_raw = 100.0 * float(roc_auc_score(truth, scores))
     direction = "expected" if auc_raw > 50.0 else "reversed" if auc_raw < 50.0 else "none"
     sign = -1.0 if direction == "reversed" else 1.0

@@ -83,6 +83,11 @@ def _init_pool_worker(parent: int) -> None:
     _init_worker()
 
 
+def _warm_up() -> None:
+    """A pool worker's first task: import what every unit imports."""
+    import classunlearn.bench.units  # noqa: F401
+
+
 def _watch_parent(parent: int, every: float = 0.5) -> None:
     while os.getppid() == parent:  # re-parented (to init or a subreaper) once the parent dies
         time.sleep(every)
@@ -137,13 +142,22 @@ class ProcessExecutor:
         self.pool: ProcessPoolExecutor | None = None
         self._futures: set[Future] = set()  # submitted and not yet seen done
 
-    def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
-        if self.pool is None:
-            import multiprocessing as mp
+    def start(self) -> None:
+        """Start the workers now (each imports torch and the package, a few seconds), so that
+        they boot while the driver loads the data; `run` starts them otherwise."""
+        if self.pool is not None:
+            return
+        import multiprocessing as mp
 
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                            initializer=_init_pool_worker,
-                                            initargs=(os.getpid(),))
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                        initializer=_init_pool_worker,
+                                        initargs=(os.getpid(),))
+        with _sigint_ignored():  # the pool starts its workers in submit()
+            for _ in range(self.workers):
+                self._futures.add(self.pool.submit(_warm_up))
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
+        self.start()
         with _sigint_ignored():  # the pool starts its workers in submit()
             futures: dict[Future, int] = {self.pool.submit(fn, *args): i
                                           for i, (fn, args) in enumerate(tasks)}

@@ -179,21 +179,23 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
     except UserError:
         executor.close()
         raise
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
-    # 8-bit images: one uint8 copy on disk that every local worker memory-maps
-    shared = share_dataset(ds, Path(cfg.out) / "data" / fingerprint)
-    model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
-    source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
-    recipe = study_recipe(cfg)
-    shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
-    store.put_meta("run", {"version": __version__, "results_format": RESULTS_FORMAT,
-                           "torch": torch.__version__, "python": platform.python_version(),
-                           "config": cfg.__dict__, "recipe": recipe.to_dict(),
-                           "data_fingerprint": fingerprint, "started": time.time()})
-    counts = {"computed": 0, "reused": 0}
-    results, failed, rows = {}, {}, []
-    try:
+    if hasattr(executor, "start"):  # local workers boot while the data loads
+        executor.start()
+    try:  # the workers are started: every exit from here on ends them
+        ds = load_dataset(cfg.dataset, cfg.data_dir)
+        fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
+        # 8-bit images: one uint8 copy on disk that every local worker memory-maps
+        shared = share_dataset(ds, Path(cfg.out) / "data" / fingerprint)
+        model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
+        source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
+        recipe = study_recipe(cfg)
+        shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
+        store.put_meta("run", {"version": __version__, "results_format": RESULTS_FORMAT,
+                               "torch": torch.__version__, "python": platform.python_version(),
+                               "config": cfg.__dict__, "recipe": recipe.to_dict(),
+                               "data_fingerprint": fingerprint, "started": time.time()})
+        counts = {"computed": 0, "reused": 0}
+        results, failed, rows = {}, {}, []
         for forget in cfg.forget_classes:
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
