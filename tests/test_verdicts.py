@@ -257,15 +257,23 @@ def test_bench_results_carry_the_verdicts(digits_study):
     assert u["null_point"] == pytest.approx(got["retrain"]["ulira"]["numbers"]["point"])
 
 
+def _two_samples(rng: np.random.Generator, trial: int, levels: int, max_size: int,
+                 shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two samples of random sizes: integer values with many ties on even trials, normal
+    ones (the second shifted) on odd trials."""
+    a = rng.integers(0, levels, rng.integers(1, max_size)).astype(float)
+    b = rng.integers(0, levels, rng.integers(1, max_size)).astype(float)
+    if trial % 2:
+        a, b = rng.normal(size=a.size), rng.normal(shift, 1.0, b.size)
+    return a, b
+
+
 def test_best_threshold_accuracy_equals_the_two_cdfs_definition_with_ties():
     """One merged sort gives exactly 50 + 50 max_v |F_pos(v) - F_neg(v)| over every observed
     v, ties included (the definition written with searchsorted)."""
     rng = np.random.default_rng(1)
     for trial in range(300):
-        a = rng.integers(0, 5, rng.integers(1, 30)).astype(float)
-        b = rng.integers(0, 5, rng.integers(1, 30)).astype(float)
-        if trial % 2:
-            a, b = rng.normal(size=a.size), rng.normal(0.5, 1.0, b.size)
+        a, b = _two_samples(rng, trial, levels=5, max_size=30, shift=0.5)
         sa, sb = np.sort(a), np.sort(b)
         grid = np.concatenate([sa, sb])
         expected = 50 + 50 * float(np.max(np.abs(
@@ -282,10 +290,7 @@ def test_resampled_statistics_equal_one_call_per_resample():
 
     rng = np.random.default_rng(2)
     for trial in range(20):
-        pos = rng.integers(0, 6, rng.integers(1, 40)).astype(float)
-        neg = rng.integers(0, 6, rng.integers(1, 40)).astype(float)
-        if trial % 2:
-            pos, neg = rng.normal(size=pos.size), rng.normal(0.3, 1.0, neg.size)
+        pos, neg = _two_samples(rng, trial, levels=6, max_size=40, shift=0.3)
         draws = [(rng.integers(0, pos.size, rng.integers(1, 50)),
                   rng.integers(0, neg.size, rng.integers(1, 50))) for _ in range(30)]
         expected = [best_threshold_accuracy(pos[p], neg[n]) for p, n in draws]

@@ -111,6 +111,9 @@ def _sigint_ignored():
 class LocalExecutor:
     name = "local"
 
+    def start(self) -> None:
+        """Nothing to start: tasks run in this process."""
+
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
         import torch
 
@@ -249,6 +252,9 @@ class RayExecutor:
                 raise UserError(f"cannot reach the Ray cluster at {address!r} ({e}); start it "
                                 "with `ray start --head` or fix --address") from None
         self._remote: dict[Callable, Any] = {}
+
+    def start(self) -> None:
+        """Nothing to start: the cluster was reached in __init__, its workers are Ray's."""
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
         refs = {}

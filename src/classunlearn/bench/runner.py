@@ -179,8 +179,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
     except UserError:
         executor.close()
         raise
-    if hasattr(executor, "start"):  # local workers boot while the data loads
-        executor.start()
+    executor.start()  # local workers boot while the data loads
     try:  # the workers are started: every exit from here on ends them
         ds = load_dataset(cfg.dataset, cfg.data_dir)
         fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
@@ -476,7 +475,7 @@ def _verdicts(split: ForgetSplit, per_method: dict, intervals: dict,
     out: dict = {}
     for spec, seeds in per_method.items():
         for s, m in seeds.items():
-            null = intervals.get(("retrain", s)) if s in per_method.get("retrain", {}) else None
+            null = intervals.get(("retrain", s))  # only when retrain's seed s was audited
             interval = intervals.get((spec, s)) if null is not None else None
             found = method_verdicts(m, [r["acc_forget"] for r in refs],
                                     [r["test_acc_retain"] for r in refs], interval, null)

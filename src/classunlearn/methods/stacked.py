@@ -155,11 +155,11 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
             view = ModelView(batch_of[i].x, logits[i], own)
             losses.append(runs[i].loss(view, batch_of[i], params, ctxs[i]))
         loss = torch.stack(losses)
-        l1 = torch.tensor([runs[i].l1_coefficient(params, ctxs[i]) for i in active],
-                          dtype=loss.dtype, device=dev)
-        if bool(l1.any()):  # every model's ‖θ‖₁ from one pass over the stacked weights
+        l1 = [runs[i].l1_coefficient(params, ctxs[i]) for i in active]
+        if any(l1):  # every model's ‖θ‖₁ from one pass over the stacked weights
             norms = sum(w.abs().flatten(1).sum(1) for w in weights.values())
-            loss = loss + l1 * norms[torch.tensor(active, device=dev)]
+            loss = loss + torch.tensor(l1, dtype=loss.dtype, device=dev) * norms[
+                torch.tensor(active, device=dev)]
         _check_losses(loss, f"method {method.name}", step, [offset + i for i in active])
         for w in weights.values():
             w.grad = None
