@@ -95,6 +95,27 @@ def test_report_has_every_plot(first_run):
     assert len(re.findall(r"data:image/png", (out / "report.html").read_text())) == len(images)
 
 
+def _figures(html: str) -> dict[str, str]:
+    return dict((alt, b64) for b64, alt in
+                re.findall(r"src='data:image/png;base64,([^']+)' alt=\"([^\"]+)\"", html))
+
+
+def test_process_executor_gives_the_same_table_and_figures(first_run, tmp_path):
+    """Two worker processes (which also draw the report's figures) against the local run:
+    the same table, and the same PNG bytes for every figure that plots no run time."""
+    out, _, table = first_run
+    result = run_bench(tiny(tmp_path / "p", executor="process", workers=2),
+                       log=lambda _: None)
+    assert canon(result.summary["summary"]) == table
+    local = _figures((out / "report.html").read_text())
+    workers = _figures((tmp_path / "p" / "report.html").read_text())
+    assert list(local) == list(workers) and len(local) == 6
+    timed = [alt for alt in local if alt.startswith("Cost and privacy")]
+    assert len(timed) == 1
+    assert {a: b for a, b in local.items() if a not in timed} == \
+        {a: b for a, b in workers.items() if a not in timed}
+
+
 def test_killed_bench_resumes_to_the_same_table(first_run, tmp_path):
     """SIGKILL a bench after a few units, rerun it: same final table, finished units kept."""
     out = tmp_path / "killed"

@@ -181,6 +181,30 @@ def test_shared_copy_is_memory_mapped_and_read_by_units(tmp_path, monkeypatch) -
     assert ctx.spec() == dataclasses.replace(ctx, shared_data=None).spec()
 
 
+def test_float_inputs_are_shared_too(tmp_path, monkeypatch) -> None:
+    """Embedded datasets (float inputs) are shared as float32 copies: the units map them
+    instead of loading (mnist-5k's CSV and sklearn's split cost a worker seconds)."""
+    ds = load_dataset("digits")
+    assert not isinstance(ds.x_train, Images)
+    folder = share_dataset(ds, tmp_path / "data" / "fp")
+    assert np.load(folder / "x_train.npy", mmap_mode="r").dtype == np.float32
+    shared = open_shared(folder)
+    for a, b in ((shared.x_train, ds.x_train), (shared.x_test, ds.x_test),
+                 (shared.y_train, ds.y_train), (shared.y_test, ds.y_test)):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert (shared.class_names, shared.source) == (ds.class_names, ds.source)
+
+    def refuse(_):
+        raise AssertionError("the unit loaded the dataset instead of the shared copy")
+
+    monkeypatch.setitem(DATASETS, "digits", dataclasses.replace(DATASETS["digits"],
+                                                                 load=refuse))
+    ctx = StudyContext("digits", None, "mlp", {}, Recipe().to_dict(), (1,), "fp", "",
+                       str(folder))
+    split, _ = ctx.load()
+    assert torch.equal(split.dataset.x_train, ds.x_train)
+
+
 def test_bench_shares_the_data_under_out(tmp_path) -> None:
     from classunlearn.bench.runner import BenchConfig, run_bench
 

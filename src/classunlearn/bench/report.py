@@ -529,34 +529,71 @@ def summary_items(d: dict, summary: dict, verdicts: dict, oracles: set[str],
     return items
 
 
-def _figures(study: str, d: dict, summary: dict) -> list[Html]:
-    figs = [(_forget_figure(study, d), "Where forget-class samples go",
-             "Mean predicted probability of the forgotten class's test samples per class: the "
-             "retrained references, then each method (mean ± sd over its seeds)."),
-            (roc_figure(study, d), "U-LiRA ROC",
-             "U-LiRA ROC of every method, one thin line per seed; right: the low "
-             "false-positive region on log-log axes."),
-            (roc_grid_figure(study, d), "U-LiRA ROC per method",
-             "Each method's U-LiRA ROC, one line per seed, on log-log axes; dashed grey: "
-             "the retrain method's curves (what the attack reads for retrained models)."),
-            (_mia_nn_figure(study, summary), "MIA-NN",
-             "MIA-NN score per method (mean ± std over seeds) against the retrained "
-             "references' mean ± 2 sd."),
-            (gap_figure(summary), "Gap to retrain",
-             "|metric - retrain| per method and metric, in points."),
-            (cost_figure(summary), "Cost and privacy",
+FIGURES: dict[str, tuple[str, str]] = {  # kind: (title, caption), in the report's order
+    "forget": ("Where forget-class samples go",
+               "Mean predicted probability of the forgotten class's test samples per class: "
+               "the retrained references, then each method (mean ± sd over its seeds)."),
+    "roc": ("U-LiRA ROC",
+            "U-LiRA ROC of every method, one thin line per seed; right: the low "
+            "false-positive region on log-log axes."),
+    "roc_grid": ("U-LiRA ROC per method",
+                 "Each method's U-LiRA ROC, one line per seed, on log-log axes; dashed grey: "
+                 "the retrain method's curves (what the attack reads for retrained models)."),
+    "mia_nn": ("MIA-NN",
+               "MIA-NN score per method (mean ± std over seeds) against the retrained "
+               "references' mean ± 2 sd."),
+    "gap": ("Gap to retrain", "|metric - retrain| per method and metric, in points."),
+    "cost": ("Cost and privacy",
              "Each method at its budget: its U-LiRA gap to retrain and its MIA-NN z against "
              "its run time as a share of retrain's (lower left is better; dotted: z = 2). "
              "Times include each worker's torch warm-up; the budget sweeps of "
-             "docs/performance.md section 8 time the medians.")]
-    return [join([tag("h3", f"{title}: {study}"), figure_png(fig, f"{title}: {study}", caption)])
-            for fig, title, caption in figs if fig is not None]
+             "docs/performance.md section 8 time the medians."),
+}
+
+
+def figure_block(kind: str, study: str, d: dict, summary: dict) -> Html | None:
+    """One of a study's figures (a FIGURES kind) as its heading and embedded PNG; None when
+    there is nothing to plot. A plain function of JSON-able arguments, so that the bench
+    draws the figures on its workers, in parallel (drawing is most of the report's time)."""
+    build = {"forget": lambda: _forget_figure(study, d), "roc": lambda: roc_figure(study, d),
+             "roc_grid": lambda: roc_grid_figure(study, d),
+             "mia_nn": lambda: _mia_nn_figure(study, summary),
+             "gap": lambda: gap_figure(summary), "cost": lambda: cost_figure(summary)}
+    fig = build[kind]()
+    if fig is None:
+        return None
+    title, caption = FIGURES[kind]
+    return join([tag("h3", f"{title}: {study}"), figure_png(fig, f"{title}: {study}", caption)])
+
+
+def study_figures(results: dict, details: dict | None, executor=None) -> dict[str, list[Html]]:
+    """{study: its figure blocks in order} for every study with plot details, drawn as
+    tasks on `executor` (classunlearn.bench.executors; None: in this process)."""
+    from classunlearn.bench.executors import LocalExecutor
+
+    jobs, tasks = [], []
+    for study, d in (details or {}).items():
+        if isinstance(d, dict) and d:
+            summary = results["studies"].get(study, {})
+            for kind in FIGURES:
+                jobs.append(study)
+                tasks.append((figure_block, (kind, study, d, summary)))
+    drawn = dict((executor or LocalExecutor()).run(tasks))
+    out: dict[str, list[Html]] = {}
+    for i, study in enumerate(jobs):
+        block = out.setdefault(study, [])
+        if drawn[i] is not None:
+            block.append(drawn[i])
+    return out
 
 
 def render_html(out: Path, results: dict, failed: dict, details: dict | None,
-                warnings: list[str]) -> str:
-    """report.html: a summary per study, its results and verdict tables, then its plots."""
+                warnings: list[str], figures: dict[str, list[Html]] | None = None) -> str:
+    """report.html: a summary per study, its results and verdict tables, then its plots
+    (`figures`: from study_figures; None: drawn here)."""
     details = details or {}
+    if figures is None:
+        figures = study_figures(results, details)
     oracles = oracle_methods(results["summary"])
     per_seed, config = _read_db(out)
     n_refs = config.get("references") if isinstance(config.get("references"), int) else None
@@ -586,17 +623,18 @@ def render_html(out: Path, results: dict, failed: dict, details: dict | None,
                 tag("p", "Green: looks retrained; red: found out; amber: inconclusive; "
                     "grey —: no verdict. Hover a badge for its rule and numbers (docs/audit.md, "
                     "Verdicts). With n/N, n of the N seeds gave that verdict.", class_="note")]
-        if d:
-            body += _figures(study, d, summary)
+        body += figures.get(study, [])
     if failed:
         body += [tag("h2", "Failed runs"),
                  tag("ul", *(tag("li", tag("code", k), ": ", v) for k, v in failed.items()))]
     return page("classunlearn bench report", *body)
 
 
-def write_report(out: Path, results: dict, failed: dict, details: dict | None = None) -> None:
+def write_report(out: Path, results: dict, failed: dict, details: dict | None = None,
+                 executor=None) -> None:
     """Write report.md and report.html from results (summary + studies) and plot details;
-    verdicts come from details or, failing that, from the per-seed metrics in results.db."""
+    verdicts come from details or, failing that, from the per-seed metrics in results.db.
+    `executor`: draws the figures (the bench passes its workers); None: this process."""
     oracles = oracle_methods(results["summary"])
     tables = render_tables({**results, "failed": failed}, oracles)
     legend = LEGEND + ("" if DROP_NOTE in tables else " " + DROP_NOTE)
@@ -605,4 +643,6 @@ def write_report(out: Path, results: dict, failed: dict, details: dict | None = 
     fail = "".join(f"\n- FAILED {k}: {v}" for k, v in failed.items())
     write_text_atomic(out / "report.md", f"# classunlearn bench report\n\n{warn_md}{legend}\n\n"
                       f"{tables}\n" + (f"\n## Failed runs\n{fail}\n" if fail else ""))
-    write_text_atomic(out / "report.html", render_html(out, results, failed, details, warnings))
+    figures = study_figures(results, details, executor)
+    write_text_atomic(out / "report.html", render_html(out, results, failed, details, warnings,
+                                                       figures))

@@ -106,6 +106,12 @@ class BenchConfig:
         return subset_dataset(ds, self.subset, self.test_subset, self.subset_seed)
 
     def validate(self) -> None:
+        """Raise UserError, before any work starts, on any setting `run_bench` would fail on."""
+        self.validate_options()
+        self.validate_data()
+
+    def validate_options(self) -> None:
+        """The checks that need no data (fast: `run_bench` starts its workers after these)."""
         if self.dataset not in DATASETS:
             raise UserError(f"unknown dataset '{self.dataset}'; choose one of: "
                             f"{', '.join(DATASETS)}")
@@ -124,11 +130,14 @@ class BenchConfig:
         if unused:
             raise UserError(f"--set names method(s) {unused} that this bench does not run; "
                             "add them to --methods or drop the --set")
-        # The data, the forget sets and the model are checked here, before any work starts,
-        # so bad input never leaves a half-written study behind.
         for flag, n in (("--subset", self.subset), ("--test-subset", self.test_subset)):
             if n is not None and n < 1:
                 raise UserError(f"{flag} must be a positive number of images, got {n}")
+        study_recipe(self)  # checks --epochs and the recipe
+
+    def validate_data(self) -> None:
+        """The data, the forget sets and the model, checked before any work starts, so bad
+        input never leaves a half-written study behind."""
         ds = self.load_data()
         studies = [parse_forget_classes(f, ds) for f in self.forget_classes]
         for i, fc in enumerate(studies):
@@ -149,7 +158,6 @@ class BenchConfig:
                                 "another class")
         build_model(self.model or DATASETS[self.dataset].default_model, ds.input_shape,
                     ds.num_classes, **self.model_kwargs)
-        study_recipe(self)  # checks --epochs and the recipe
 
 
 @dataclass
@@ -171,19 +179,20 @@ def study_recipe(cfg: BenchConfig) -> Recipe:
 
 
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResult:
-    cfg.validate()
+    cfg.validate_options()
     executor = make_executor(cfg.executor, cfg.address, cfg.workers,  # Ray: installed, reachable
                              cfg.gpus_per_task)
+    executor.start()  # local workers boot while the data loads and is checked
     try:
+        cfg.validate_data()
         store = Store(cfg.out)  # fails early if --out is not writable
-    except UserError:
+    except BaseException:  # bad input: end the booting workers, nothing was written
         executor.close()
         raise
-    executor.start()  # local workers boot while the data loads
-    try:  # the workers are started: every exit from here on ends them
+    try:  # every exit from here on ends the workers
         ds = load_dataset(cfg.dataset, cfg.data_dir)
         fingerprint = dataset_fingerprint(cfg.dataset, cfg.data_dir)
-        # 8-bit images: one uint8 copy on disk that every local worker memory-maps
+        # one copy on disk (8-bit images as uint8) that every local worker memory-maps
         shared = share_dataset(ds, Path(cfg.out) / "data" / fingerprint)
         model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
         source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
@@ -199,7 +208,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
             fc = parse_forget_classes(forget, ds)
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
                                recipe.to_dict(), fc, fingerprint, source_sha,
-                               str(shared) if shared is not None else None,
+                               str(shared),
                                cfg.subset, cfg.test_subset, cfg.subset_seed)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
@@ -209,21 +218,23 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
             results[study] = res
             failed.update(fail)
             rows += study_rows
+        # metrics are recomputed from stored logits on every run (cheap, never stale) and
+        # replace the old ones in one transaction: a kill before this line leaves the old
+        # results whole
+        store.replace_metrics(rows)
+        store.put_meta("details", results)
+        store.put_meta("failed", failed)
+        summary = summarise(store)
+        write_exports(store, summary, failed)
+        from classunlearn.bench.report import write_report
+
+        started = time.perf_counter()
+        # the figures are drawn on the workers, before they are ended
+        write_report(Path(cfg.out), summary, failed, details=results, executor=executor)
+        stages = {**counts.get("stage_s", {}), "report": time.perf_counter() - started}
+        store.put_meta("stage_times", stages)
     finally:
         executor.close()
-    # metrics are recomputed from stored logits on every run (cheap, never stale) and replace
-    # the old ones in one transaction: a kill before this line leaves the old results whole
-    store.replace_metrics(rows)
-    store.put_meta("details", results)
-    store.put_meta("failed", failed)
-    summary = summarise(store)
-    write_exports(store, summary, failed)
-    from classunlearn.bench.report import write_report
-
-    started = time.perf_counter()
-    write_report(Path(cfg.out), summary, failed, details=results)
-    stages = {**counts.get("stage_s", {}), "report": time.perf_counter() - started}
-    store.put_meta("stage_times", stages)
     return BenchResult(summary, counts["computed"], counts["reused"], failed, Path(cfg.out),
                        stages)
 

@@ -266,6 +266,14 @@ class FinetuneMethod(Method):
              ) -> torch.Tensor:
         raise NotImplementedError
 
+    def phases(self, model: nn.Module, data: UnlearnData, params: Any, ctx: RunContext
+               ) -> list[tuple[UnlearnData, Any]]:
+        """Hook: the fine-tuning runs the method makes, in order, each over its own data
+        with its own params and a fresh optimiser (called once, after `prepare`, on the
+        frozen model): by default one, over `data` with `params`. UNSIR has two (impair on
+        noise and D_r, then repair on D_r at another learning rate)."""
+        return [(data, params)]
+
     def batches_of_epoch(self, n_forget: int, n: int, params: Any, ctx: RunContext
                          ) -> list[torch.Tensor]:
         """Hook: one epoch's batches, as row indices into the pool (its `n_forget` D_f rows
@@ -322,6 +330,13 @@ class FinetuneMethod(Method):
                 "recipe's epochs; resolve it with classunlearn.methods.make_params(spec, "
                 "recipe=...) or give epochs instead")
         self.prepare(model, data, params, ctx)
+        for phase_data, phase_params in self.phases(model, data, params, ctx):
+            self._fine_tune(model, phase_data, phase_params, ctx)
+        return self.finish(model.eval(), params, ctx)
+
+    def _fine_tune(self, model: nn.Module, data: UnlearnData, params: FinetuneParams,
+                   ctx: RunContext) -> None:
+        """One fine-tuning run (a phase) of `model`, in place."""
         dev = ctx.device
         x, y, is_forget, forget_row, retain_row = (t.to(dev) for t in
                                                    self._pool(data, params, ctx))
@@ -359,7 +374,6 @@ class FinetuneMethod(Method):
                 ctx.steps += 1
             if self.lr_per_epoch:
                 sched.step()
-        return self.finish(model.eval(), params, ctx)
 
     def _pool(self, data: UnlearnData, params: FinetuneParams, ctx: RunContext):
         n_f = len(data.y_forget)

@@ -221,18 +221,22 @@ def unlearn_stacked(method: FinetuneMethod, models: list[nn.Module], datas: list
     out: list[tuple[nn.Module, RunRecord]] = []
     for lo in range(0, len(models), size):
         start = time.perf_counter()
-        runs, works, pools, ctxs = [], [], [], []
+        runs, works, phases, ctxs = [], [], [], []
         for model, data, seed in zip(models[lo:lo + size], datas[lo:lo + size],
                                      seeds[lo:lo + size]):
             ctx = RunContext(dev, seed_everything(seed), seed,
                              references=references if method.oracle else None)
             run, work = copy.copy(method), copy.deepcopy(model).to(dev)
             run.prepare(work, data, params, ctx)
-            pools.append(tuple(t.to(dev) for t in run._pool(data, params, ctx)))
+            phases.append(run.phases(work, data, params, ctx))
             runs.append(run)
             works.append(work.train())
             ctxs.append(ctx)
-        _fit(method, runs, works, pools, ctxs, params, dev, lo)
+        for p, (_, phase_params) in enumerate(phases[0]):  # the same params for every model
+            # each phase's pool is drawn when the phase starts, as in FinetuneMethod.run
+            pools = [tuple(t.to(dev) for t in run._pool(ph[p][0], phase_params, ctx))
+                     for run, ph, ctx in zip(runs, phases, ctxs)]
+            _fit(method, runs, works, pools, ctxs, phase_params, dev, lo)
         results = [run.finish(work.eval(), params, ctx)
                    for run, work, ctx in zip(runs, works, ctxs)]
         if dev.type == "cuda":

@@ -18,7 +18,7 @@ phase a few dozen steps as in the notebook (docs/methods.md has the numbers).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +28,13 @@ from torch import nn
 from classunlearn.data.core import to_input
 from classunlearn.errors import ParameterError
 from classunlearn.methods import register
-from classunlearn.methods.base import FinetuneParams, Method, RunContext, UnlearnData
-from classunlearn.train import batches, check_loss, make_optimizer, make_scheduler
+from classunlearn.methods.base import (
+    Batch,
+    FinetuneMethod,
+    FinetuneParams,
+    RunContext,
+    UnlearnData,
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def error_maximising_noise(model: nn.Module, shape: tuple[int, ...], label: int,
 
 
 @register
-class UNSIR(Method):
+class UNSIR(FinetuneMethod):
     """UNSIR (Tarun et al., IEEE TNNLS 2023): error-maximising noise, impair, repair."""
 
     name = "unsir"
@@ -92,36 +97,27 @@ class UNSIR(Method):
         "mnist1d": {"lr": 0.005, "repair_lr": 0.001},
     }
 
-    def _fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float,
-             params: UNSIRParams, ctx: RunContext) -> None:
-        opt = make_optimizer(model.parameters(), params.optimizer, lr, params.momentum,
-                             params.weight_decay)
-        sched = make_scheduler(opt, params.schedule,
-                               params.epochs * math.ceil(len(y) / params.batch_size))
-        model.train()
-        for _ in range(params.epochs):
-            for idx in batches(len(y), params.batch_size, ctx.generator):
-                idx = idx.to(x.device)
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                check_loss(loss, f"method {self.name}", ctx.steps)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                ctx.steps += 1
-
-    def run(self, model: nn.Module, data: UnlearnData, params: UNSIRParams, ctx: RunContext
-            ) -> nn.Module:
+    def phases(self, model: nn.Module, data: UnlearnData, params: UNSIRParams,
+               ctx: RunContext) -> list[tuple[UnlearnData, UNSIRParams]]:
+        """Impair: the noise, labelled with its forget class, and the retain subsample, at
+        `lr`; repair: the same retain subsample alone, at `repair_lr`. Each phase has its
+        own Adam, as in the notebook. The noise is learnt here, on the frozen model."""
         dev = ctx.device
         keep = max(1, round(params.retain_fraction * len(data.y_retain)))
         idx = torch.randperm(len(data.y_retain), generator=ctx.generator)[:keep]
         xr, yr = to_input(data.x_retain[idx].to(dev)), data.y_retain[idx].to(dev)
         shape = tuple(data.x_forget.shape[1:])
-        noise = [error_maximising_noise(model, shape, f, params, dev)
-                 for f in data.forget_classes]
-        noise_y = [torch.full((params.noise_size,), f, dtype=torch.int64, device=dev)
-                   for f in data.forget_classes]
-        self._fit(model, torch.cat([*noise, xr]), torch.cat([*noise_y, yr]), params.lr,
-                  params, ctx)  # impair
-        self._fit(model, xr, yr, params.repair_lr, params, ctx)  # repair
-        return model.eval()
+        noise = torch.cat([error_maximising_noise(model, shape, f, params, dev)
+                           for f in data.forget_classes])
+        noise_y = torch.cat([torch.full((params.noise_size,), f, dtype=torch.int64, device=dev)
+                             for f in data.forget_classes])
+        no_noise = dataclasses.replace(data, x_forget=noise[:0], y_forget=noise_y[:0],
+                                       x_retain=xr, y_retain=yr)
+        # the subsample is drawn above, once for both phases: the pools take all of it
+        whole = dataclasses.replace(params, retain_fraction=1.0)
+        return [(dataclasses.replace(no_noise, x_forget=noise, y_forget=noise_y), whole),
+                (no_noise, dataclasses.replace(whole, lr=params.repair_lr))]
+
+    def loss(self, model: nn.Module, batch: Batch, params: UNSIRParams, ctx: RunContext
+             ) -> torch.Tensor:
+        return F.cross_entropy(model(batch.x), batch.y)
