@@ -378,9 +378,14 @@ def ulira_interval(
              ) -> np.ndarray:
         """Flat indices of the examples drawn within the rows `picks`."""
         _, sizes, starts = side
-        n = np.repeat(sizes[picks], sizes[picks])  # each drawn example's row size
-        within = np.minimum(np.floor(rng.random(n.size) * n).astype(np.int64), n - 1)
-        return np.repeat(starts[picks], sizes[picks]) + within
+        counts = sizes[picks]
+        n = np.repeat(counts, counts)  # each drawn example's row size
+        u = rng.random(n.size)
+        u *= n
+        within = u.astype(np.int64)  # the floor: u >= 0
+        np.minimum(within, n - 1, out=within)
+        within += np.repeat(starts[picks], counts)
+        return within
 
     draws = []
     while len(draws) < n_boot:

@@ -155,15 +155,21 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
             view = ModelView(batch_of[i].x, logits[i], own)
             losses.append(runs[i].loss(view, batch_of[i], params, ctxs[i]))
         loss = torch.stack(losses)
-        l1 = [runs[i].l1_coefficient(params, ctxs[i]) for i in active]
-        if any(l1):  # every model's ‖θ‖₁ from one pass over the stacked weights
-            norms = sum(w.abs().flatten(1).sum(1) for w in weights.values())
-            loss = loss + torch.tensor(l1, dtype=loss.dtype, device=dev) * norms[
-                torch.tensor(active, device=dev)]
         _check_losses(loss, f"method {method.name}", step, [offset + i for i in active])
         for w in weights.values():
             w.grad = None
         loss.sum().backward()
+        l1 = [runs[i].l1_coefficient(params, ctxs[i]) for i in active]
+        if any(l1):
+            # the gradient of c_i ‖θ_i‖₁ is c_i sign(θ_i) (what autograd gives for abs, 0 at
+            # 0): added straight to the stacked gradients, one pass per weight instead of
+            # building, summing and differentiating |θ| for every model
+            coef = torch.zeros(n, dtype=loss.dtype, device=dev)
+            coef[torch.tensor(active, device=dev)] = torch.tensor(l1, dtype=loss.dtype,
+                                                                  device=dev)
+            with torch.no_grad():
+                for w in weights.values():
+                    w.grad.addcmul_(torch.sign(w), coef.view(-1, *[1] * (w.dim() - 1)))
         opt.step(lr.to(dev, next(iter(weights.values())).dtype))
         for i in active:
             ctxs[i].steps += 1
