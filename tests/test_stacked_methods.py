@@ -5,6 +5,7 @@ seed, whatever the chunk; and chunked shadow training equals unchunked."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -162,6 +163,24 @@ def test_a_method_with_its_own_hooks_stays_on_the_loop():
     assert all(rec.notes["hooked"] == rec.steps for _, rec in out)
     with pytest.raises(ParameterError, match="after_step"):
         _Hooked().unlearn_many(models, datas, params, SEEDS, stacked=True)
+
+
+class _PerModelPhases(FT):
+    """Two phases whose learning rate follows the model's data size: not stackable."""
+
+    def phases(self, model, data, params, ctx):
+        return [(data, params), (data, dataclasses.replace(params, lr=1e-3 * len(data.y_retain)))]
+
+
+def test_phases_that_differ_between_models_stay_on_the_loop():
+    params = FT.Params(epochs=1, batch_size=8)
+    models, datas = _models("mlp", (10,), hidden=16), _data((10,))
+    loop = _PerModelPhases().unlearn_many(models, datas, params, SEEDS, stacked=False)
+    auto = _PerModelPhases().unlearn_many(models, datas, params, SEEDS)
+    assert _max_rel_diff([m for m, _ in auto], [m for m, _ in loop]) == 0.0
+    assert loop[0][1].steps == 2 * math.ceil(len(datas[0].y_retain) / 8)  # both phases ran
+    with pytest.raises(ParameterError, match="phases differ"):
+        _PerModelPhases().unlearn_many(models, datas, params, SEEDS, stacked=True)
 
 
 def test_divergence_names_the_shadow_model():

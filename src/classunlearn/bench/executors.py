@@ -4,6 +4,7 @@ arrays, so the same unit runs anywhere; only the driver writes to the store."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -80,6 +81,11 @@ def _init_pool_worker(parent: int) -> None:
     tqdm.set_lock(threading.RLock())
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="classunlearn-parent-watch").start()
+    # When the pool ends, a worker's exit skips the interpreter's teardown (torch, sklearn,
+    # matplotlib: most of a second, which the driver's own exit waits for). By the time
+    # atexit runs, multiprocessing has flushed the streams and run its exit functions, and
+    # the driver has every result; the exit code is then 0 (the pool never reads it).
+    atexit.register(os._exit, 0)
     _init_worker()
 
 
@@ -183,7 +189,10 @@ class ProcessExecutor:
             self.terminate()
         elif self.pool is not None:
             pool, self.pool = self.pool, None
-            pool.shutdown(cancel_futures=True)
+            # the workers are idle: they get their exit signal now and end by themselves
+            # (their interpreters take most of a second to tear down) while the driver goes
+            # on; the pool's thread joins them, at the latest when the driver exits
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def terminate(self, grace: float = 2.0) -> None:
         """Stop now: drop queued tasks, SIGTERM the workers, SIGKILL those alive after

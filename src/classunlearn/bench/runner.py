@@ -9,6 +9,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,48 +296,57 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     stage_a += [(k, f"oracle's reference {j}", unit_train,
                  (ctx, SEED_ORACLE_REFERENCE + j, True)) for j, k in oracle_refs.items()]
     done = run_units(store, executor, stage_a, counts, log, "train")
-    stage_shadows: list = []
-    sh_orig, sh_ret = {}, {}
-    if n_shadows:
-        for s in range(cfg.seeds):
-            sh_orig[s], sh_ret[s] = shadow_keys(ctx, n_shadows, s)
-            stage_shadows.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}",
-                                  unit_shadows, (ctx, SEED_SHADOW_ORIGINALS + s, n_shadows,
-                                                 False)))
-            stage_shadows.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}",
-                                  unit_shadows, (ctx, SEED_SHADOW_RETRAINS + s, n_shadows,
-                                                 True)))
-    done.update(run_units(store, executor, stage_shadows, counts, log, "shadows"))
-    tuned = None
-    if cfg.tune:
-        specs, tuned = _tune_study(cfg, ctx, specs, originals, done, store, executor, counts,
-                                   log)
+    # The references' own audit (their nn class and MIA-NN scores) needs only the references:
+    # a driver thread computes it while the workers train the shadows and unlearn (it was
+    # a serial second between the stages, both workers idle).
+    threads = ThreadPoolExecutor(1, thread_name_prefix="classunlearn-references")
+    try:
+        reference_audit = threads.submit(_reference_audit, ctx,
+                                         [_logit_arrays(done[k][0]) for k in refs.values()])
+        stage_shadows: list = []
+        sh_orig, sh_ret = {}, {}
+        if n_shadows:
+            for s in range(cfg.seeds):
+                sh_orig[s], sh_ret[s] = shadow_keys(ctx, n_shadows, s)
+                stage_shadows.append((sh_orig[s], f"{n_shadows} shadow originals seed {s}",
+                                      unit_shadows, (ctx, SEED_SHADOW_ORIGINALS + s, n_shadows,
+                                                     False)))
+                stage_shadows.append((sh_ret[s], f"{n_shadows} shadow retrains seed {s}",
+                                      unit_shadows, (ctx, SEED_SHADOW_RETRAINS + s, n_shadows,
+                                                     True)))
+        done.update(run_units(store, executor, stage_shadows, counts, log, "shadows"))
+        tuned = None
+        if cfg.tune:
+            specs, tuned = _tune_study(cfg, ctx, specs, originals, done, store, executor, counts,
+                                       log)
 
-    stage_b, method_keys, replay_keys = [], {}, {}
-    for spec, (cls, params) in specs.items():
-        p = params.to_dict()
-        o_keys = list(oracle_refs.values())[:getattr(params, "n_references", 0)] \
-            if cls.oracle else []
-        o_arrays = [done[k][0] for k in o_keys]
-        for s in range(cfg.seeds):
-            seed = SEED_RETRAIN + s if cls.follows_recipe else s
-            key = method_key(ctx, spec, p, seed, originals[s], o_keys)
-            method_keys[(spec, s)] = key
-            stage_b.append((key, f"{spec} seed {s}", unit_method,
-                            (ctx, spec, p, seed, done[originals[s]][0], o_arrays)))
-            if n_shadows:
-                rkey = replay_key(ctx, spec, p, seed, sh_orig[s], o_keys)
-                replay_keys[(spec, s)] = rkey
-                stage_b.append((rkey, f"{spec} on {n_shadows} shadows seed {s}", unit_replay,
-                                (ctx, spec, p, seed, done[sh_orig[s]][0], o_arrays)))
-    done.update(run_units(store, executor, stage_b, counts, log, "unlearn"))
-    started = time.perf_counter()
-    out = _study_metrics(cfg, ctx, study, done, method_keys, replay_keys, refs, sh_orig,
-                         sh_ret, executor)
-    _retain_check(ctx, out, done, originals, tuned, log)
-    counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
-    counts["stage_s"]["audit"] += time.perf_counter() - started
-    return out
+        stage_b, method_keys, replay_keys = [], {}, {}
+        for spec, (cls, params) in specs.items():
+            p = params.to_dict()
+            o_keys = list(oracle_refs.values())[:getattr(params, "n_references", 0)] \
+                if cls.oracle else []
+            o_arrays = [done[k][0] for k in o_keys]
+            for s in range(cfg.seeds):
+                seed = SEED_RETRAIN + s if cls.follows_recipe else s
+                key = method_key(ctx, spec, p, seed, originals[s], o_keys)
+                method_keys[(spec, s)] = key
+                stage_b.append((key, f"{spec} seed {s}", unit_method,
+                                (ctx, spec, p, seed, done[originals[s]][0], o_arrays)))
+                if n_shadows:
+                    rkey = replay_key(ctx, spec, p, seed, sh_orig[s], o_keys)
+                    replay_keys[(spec, s)] = rkey
+                    stage_b.append((rkey, f"{spec} on {n_shadows} shadows seed {s}", unit_replay,
+                                    (ctx, spec, p, seed, done[sh_orig[s]][0], o_arrays)))
+        done.update(run_units(store, executor, stage_b, counts, log, "unlearn"))
+        started = time.perf_counter()
+        out = _study_metrics(ctx, study, done, method_keys, replay_keys, sh_orig, sh_ret,
+                             reference_audit.result(), executor)
+        _retain_check(ctx, out, done, originals, tuned, log)
+        counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
+        counts["stage_s"]["audit"] += time.perf_counter() - started
+        return out
+    finally:
+        threads.shutdown(wait=True, cancel_futures=True)
 
 
 def _tune_study(cfg: BenchConfig, ctx: StudyContext, specs: dict, originals: dict,
@@ -381,18 +391,25 @@ MIA_FOLD_SEED = 0
 """The bench scores MIA-NN with the same folds for every model and seed of a study."""
 
 
-def _study_metrics(cfg: BenchConfig, ctx: StudyContext, study: str, done: dict,
-                   method_keys: dict, replay_keys: dict, refs: dict, sh_orig: dict,
-                   sh_ret: dict, executor) -> tuple[dict, dict, list]:
+def _reference_audit(ctx: StudyContext, ref_arrays: list[dict]) -> tuple:
+    """(the references' arrays, their split logits, the nn class per forget class, their
+    MIA-NN scores): what every (method, seed)'s audit compares against."""
+    split, _ = ctx.load()
+    ref_logits = [split_logits(a, split) for a in ref_arrays]
+    nn = nn_classes(split, ref_logits)
+    return (ref_arrays, ref_logits, nn,
+            reference_mia_scores(split, ref_logits, nn, mia_seed=MIA_FOLD_SEED))
+
+
+def _study_metrics(ctx: StudyContext, study: str, done: dict, method_keys: dict,
+                   replay_keys: dict, sh_orig: dict, sh_ret: dict, reference: tuple,
+                   executor) -> tuple[dict, dict, list]:
     """Every (method, seed)'s metrics and verdicts. Each is one `audit_one` task on the
     study's executor (the attacks fit many small models: the audit was the stage that ran
     on one core); the results are assembled in a fixed order, so the table does not depend
-    on which task finishes first."""
+    on which task finishes first. `reference`: from _reference_audit."""
     split, _ = ctx.load()
-    ref_arrays = [_logit_arrays(done[k][0]) for k in refs.values()]
-    ref_logits = [split_logits(a, split) for a in ref_arrays]
-    nn = nn_classes(split, ref_logits)
-    ref_mia = reference_mia_scores(split, ref_logits, nn, mia_seed=MIA_FOLD_SEED)
+    ref_arrays, ref_logits, nn, ref_mia = reference
     failed: dict[str, str] = {}
     versions = {done[k][1].get("version", "unknown") for k in done}
     devices = {done[k][1].get("device", "unknown") for k in done}

@@ -6,8 +6,9 @@ on all of them as one stacked ensemble (``shadows._StackedNet``, or the vmap fal
 other models, and ``shadows._StackedOptimizer``). Model i takes exactly the steps its own
 ``method.unlearn(models[i], datas[i], params, seed=seeds[i])`` takes, to float rounding:
 
-- ``prepare`` runs on model i alone, on a copy of the method, after
-  ``seed_everything(seeds[i])``, so its targets, masks and random draws are model i's;
+- ``prepare`` and ``phases`` run on model i alone, on a copy of the method, after
+  ``seed_everything(seeds[i])``, so its targets, masks, phases and random draws are model
+  i's; the phases run one after the other, each as one stacked fit;
 - model i's pool and batches come from its own generator, in the loop's order; models with
   more data take more steps (a finished model gets lr 0 and sits still);
 - its learning rate follows its own schedule (``lr_factor`` over its own step count);
@@ -238,7 +239,10 @@ def unlearn_stacked(method: FinetuneMethod, models: list[nn.Module], datas: list
             runs.append(run)
             works.append(work.train())
             ctxs.append(ctx)
-        for p, (_, phase_params) in enumerate(phases[0]):  # the same params for every model
+        if any(len(ph) != len(phases[0]) or [q for _, q in ph] != [q for _, q in phases[0]]
+               for ph in phases):
+            raise Unstackable("its phases differ between models")
+        for p, (_, phase_params) in enumerate(phases[0]):
             # each phase's pool is drawn when the phase starts, as in FinetuneMethod.run
             pools = [tuple(t.to(dev) for t in run._pool(ph[p][0], phase_params, ctx))
                      for run, ph, ctx in zip(runs, phases, ctxs)]
