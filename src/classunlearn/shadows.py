@@ -449,13 +449,16 @@ class _StackedOptimizer:
             lr_p = lr.view(-1, *[1] * (p.dim() - 1))
             if r.optimizer == "adam":
                 beta1, beta2, eps = 0.9, 0.999, 1e-8
-                if not state:
-                    state += [torch.zeros_like(p), torch.zeros_like(p)]
-                m, v = state
+                if not state:  # m, v, and two buffers for the step's temporaries
+                    state += [torch.zeros_like(p) for _ in range(4)]
+                m, v, denom, step = state
                 m.lerp_(g, 1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = v.sqrt().div_(math.sqrt(1 - beta2 ** self.steps)).add_(eps)
-                p.addcdiv_(m * (lr_p / (1 - beta1 ** self.steps)), denom, value=-1)
+                # torch.optim.Adam's arithmetic, written into kept buffers: a fresh tensor
+                # of the stacked size every step cost page faults in long-lived workers
+                torch.sqrt(v, out=denom).div_(math.sqrt(1 - beta2 ** self.steps)).add_(eps)
+                torch.mul(m, lr_p / (1 - beta1 ** self.steps), out=step)
+                p.addcdiv_(step, denom, value=-1)
             else:
                 if r.momentum != 0:
                     if not state:

@@ -136,6 +136,7 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
     # once its run is over (a finished model gets lr 0 and sits still)
     upcoming = [next(stream, None) for stream in streams]
     empty = to_input(pools[0][0][:0])
+    signs: dict[str, torch.Tensor] = {}  # the L1 penalty's sign(θ), per weight
     step = 0
     while any(u is not None for u in upcoming):
         active = [i for i in range(n) if upcoming[i] is not None]
@@ -169,8 +170,10 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
             coef[torch.tensor(active, device=dev)] = torch.tensor(l1, dtype=loss.dtype,
                                                                   device=dev)
             with torch.no_grad():
-                for w in weights.values():
-                    w.grad.addcmul_(torch.sign(w), coef.view(-1, *[1] * (w.dim() - 1)))
+                for k, w in weights.items():
+                    # a kept buffer: a fresh stacked-size tensor every step costs page faults
+                    sign = torch.sign(w, out=signs.setdefault(k, torch.empty_like(w)))
+                    w.grad.addcmul_(sign, coef.view(-1, *[1] * (w.dim() - 1)))
         opt.step(lr.to(dev, next(iter(weights.values())).dtype))
         for i in active:
             ctxs[i].steps += 1
