@@ -451,14 +451,14 @@ class _StackedOptimizer:
                 beta1, beta2, eps = 0.9, 0.999, 1e-8
                 if not state:  # m, v, and two buffers for the step's temporaries
                     state += [torch.zeros_like(p) for _ in range(4)]
-                m, v, denom, step = state
+                m, v, denom, update = state
                 m.lerp_(g, 1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 # torch.optim.Adam's arithmetic, written into kept buffers: a fresh tensor
                 # of the stacked size every step cost page faults in long-lived workers
                 torch.sqrt(v, out=denom).div_(math.sqrt(1 - beta2 ** self.steps)).add_(eps)
-                torch.mul(m, lr_p / (1 - beta1 ** self.steps), out=step)
-                p.addcdiv_(step, denom, value=-1)
+                torch.mul(m, lr_p / (1 - beta1 ** self.steps), out=update)
+                p.addcdiv_(update, denom, value=-1)
             else:
                 if r.momentum != 0:
                     if not state:
