@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-# ~10 s to start (dataset, two spawned workers), then ~10 s of units on two cores
+# ~10 s to start (dataset, two workers), then ~10 s of units on two cores
 ARGS = ["--dataset", "digits", "--methods", "retrain,original,ft", "--seeds", "2",
         "--shadows", "8", "--references", "1", "--epochs", "30", "--executor", "process",
         "--workers", "2"]
@@ -43,6 +43,19 @@ def _children(pid: int) -> dict[int, str]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def _pool_processes(pid: int) -> tuple[dict[int, str], dict[int, str]]:
+    """(workers, fork servers) of the driver `pid`: workers are its spawned children, or the
+    children of its fork server (bench.executors._worker_context)."""
+    workers, servers = {}, {}
+    for child, cmd in _children(pid).items():
+        if "spawn_main" in cmd:
+            workers[child] = cmd
+        elif "forkserver" in cmd:
+            servers[child] = cmd
+            workers.update(_children(child))
+    return workers, servers
 
 
 def _alive(pid: int, cmdline: str) -> bool:
@@ -75,10 +88,10 @@ class Bench:
 
     def wait_first_unit(self, timeout: float = 90.0) -> dict[int, str]:
         assert self.first_done.wait(timeout), f"no unit finished: {self.lines}"
-        workers = _children(self.proc.pid)
+        workers, servers = _pool_processes(self.proc.pid)
         assert self.proc.poll() is None, "the bench finished before it could be stopped"
-        assert sum("spawn_main" in c for c in workers.values()) == 2, workers
-        return workers
+        assert len(workers) == 2, (workers, servers)
+        return {**workers, **servers}  # all must end with the driver
 
     def stop(self, sig: int, group: bool = False, timeout: float = 15.0) -> tuple[int, float]:
         started = time.monotonic()
@@ -103,7 +116,7 @@ def _assert_gone(workers: dict[int, str], within: float = 5.0) -> None:
     left = {p: c for p, c in workers.items() if _alive(p, c)}
     for p in left:
         os.kill(p, signal.SIGKILL)
-    assert not left, f"orphaned workers still running {within} s later: {left}"
+    assert not left, f"orphaned workers (or fork server) still running {within} s later: {left}"
 
 
 def _stop_and_resume(tmp_path: Path, sig: int, group: bool) -> None:

@@ -1,24 +1,50 @@
 """classunlearn: make a trained classifier forget whole classes (TRW, RWFT and the
 baselines) and audit the forgetting against retrained models with strong attacks."""
 
+import importlib
 import types
 
-import classunlearn.audit
-import classunlearn.bench
 from classunlearn._version import __version__ as __version__
-from classunlearn.checkpoint import load_checkpoint, save_checkpoint
-from classunlearn.data import DATASETS, Dataset, ForgetSplit, load_dataset
-from classunlearn.errors import UserError
-from classunlearn.methods import METHODS, make_params
-from classunlearn.models import MODELS, build_model
-from classunlearn.train import Recipe, default_recipe, predict_logits, train_model
+
+# The names below are loaded on first use (PEP 562), not with the package: the command line
+# starts the bench's worker processes before it imports torch (``cli.cmd_bench``), so that
+# the workers boot while the driver loads (docs/performance.md section 11).
+_LAZY = {
+    "DATASETS": "classunlearn.data", "Dataset": "classunlearn.data",
+    "ForgetSplit": "classunlearn.data", "load_dataset": "classunlearn.data",
+    "UserError": "classunlearn.errors",
+    "METHODS": "classunlearn.methods", "make_params": "classunlearn.methods",
+    "MODELS": "classunlearn.models", "build_model": "classunlearn.models",
+    "Recipe": "classunlearn.train", "default_recipe": "classunlearn.train",
+    "predict_logits": "classunlearn.train", "train_model": "classunlearn.train",
+    "load_checkpoint": "classunlearn.checkpoint", "save_checkpoint": "classunlearn.checkpoint",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:  # a subpackage or module: classunlearn.audit, classunlearn.bench, ...
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 # The Python API (classunlearn.api) is a face of the package, like the CLI: it is loaded on
 # first call, so importing the engine never pulls it in. `cu.audit(...)` and `cu.bench(...)`
 # share their names with the subpackages classunlearn.audit and classunlearn.bench; rather
 # than shadow the subpackages with functions (which breaks `import classunlearn.bench.store
-# as s` and dotted monkeypatching), the two modules are made callable: calling them calls
-# the API function of the same name.
+# as s` and dotted monkeypatching), the two modules make themselves callable (at the end of
+# their __init__, with this function): calling them calls the API function of the same name.
 
 
 def _callable_module(module: types.ModuleType, api_name: str) -> None:
@@ -30,10 +56,6 @@ def _callable_module(module: types.ModuleType, api_name: str) -> None:
 
     CallableModule.__call__.__doc__ = f"classunlearn.api.{api_name}: see its docstring"
     module.__class__ = CallableModule
-
-
-_callable_module(classunlearn.audit, "audit")
-_callable_module(classunlearn.bench, "bench")
 
 
 def unlearn(*args, **kwargs):

@@ -12,7 +12,6 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from classunlearn.checkpoint import check_writable
 from classunlearn.errors import ParameterError, UserError
 
 
@@ -72,6 +71,8 @@ def check_checkpoint_out(out: Path, inputs: list[str]) -> None:
         if Path(i).resolve() == out.resolve():
             raise ParameterError(f"--out {out} is also an input checkpoint; write to a new "
                                  "file so the input is kept")
+    from classunlearn.checkpoint import check_writable
+
     check_writable(out)
 
 
@@ -204,6 +205,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     preflight(args)  # bad input fails before any work
     if args.json:
+        from classunlearn.checkpoint import check_writable
+
         check_writable(Path(args.json))
     result = audit_checkpoint(args)
     if args.json:
@@ -247,6 +250,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from classunlearn.bench import executors
+
+    if args.executor == "process":  # the workers boot while this process imports torch
+        executors.prestart(args.workers)
+    try:
+        return _bench(args)
+    finally:
+        executors.discard_prestarted()  # not taken: the run stopped before it began
+
+
+def _bench(args: argparse.Namespace) -> int:
     from classunlearn.bench.report import render_tables
     from classunlearn.bench.runner import ALL_METHODS, BenchConfig, run_bench
     from classunlearn.bench.summary import oracle_methods

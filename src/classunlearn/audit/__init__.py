@@ -1,6 +1,9 @@
 """Pure metric functions over logits/probabilities and labels. Nothing here trains or runs
 a model: what needs models (references, shadows) is produced by the caller."""
 
+import sys
+
+from classunlearn import _callable_module
 from classunlearn.audit.basic import (
     accuracy,
     avg_gap,
@@ -52,3 +55,5 @@ __all__ = [
     "ulira_target_score",
     "ulira_verdict",
 ]
+
+_callable_module(sys.modules[__name__], "audit")  # cu.audit(...): the API's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
 import signal
 import socket
 import threading
@@ -70,17 +71,17 @@ def _init_worker() -> None:
     os.environ.setdefault("CLASSUNLEARN_PROGRESS", "0")
 
 
-def _init_pool_worker(parent: int) -> None:
-    """A pool worker leaves stopping to its parent (Ctrl-C reaches the whole process group;
-    the parent ends the workers) and exits when the parent is gone, even by SIGKILL."""
+def _init_pool_worker(driver: int) -> None:
+    """A pool worker leaves stopping to the driver (Ctrl-C reaches the whole process group;
+    the driver ends the workers) and exits when the driver is gone, even by SIGKILL."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # tqdm's default lock is a multiprocessing semaphore that a terminated worker cannot
     # release, so the resource tracker would warn about it on the driver's stderr
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
-                     name="classunlearn-parent-watch").start()
+    threading.Thread(target=_watch_driver, args=(driver,), daemon=True,
+                     name="classunlearn-driver-watch").start()
     # When the pool ends, a worker's exit skips the interpreter's teardown (torch, sklearn,
     # matplotlib: most of a second, which the driver's own exit waits for). By the time
     # atexit runs, multiprocessing has flushed the streams and run its exit functions, and
@@ -94,10 +95,27 @@ def _warm_up() -> None:
     import classunlearn.bench.units  # noqa: F401
 
 
-def _watch_parent(parent: int, every: float = 0.5) -> None:
-    while os.getppid() == parent:  # re-parented (to init or a subreaper) once the parent dies
+def _watch_driver(driver: int, every: float = 0.5) -> None:
+    """Exit once the driver has exited. A spawned worker is the driver's child, re-parented
+    when it dies. A forked worker is the fork server's child, and the fork server lives as
+    long as its workers: it waits on a pidfd of the driver (Linux), or polls its pid."""
+    if os.getppid() == driver:
+        while os.getppid() == driver:
+            time.sleep(every)
+        os._exit(1)
+    try:
+        fd = os.pidfd_open(driver)  # readable once the process has exited
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+        os._exit(1)
+    while True:
+        try:
+            os.kill(driver, 0)
+        except OSError:  # gone, or the pid is now another user's process
+            os._exit(1)
         time.sleep(every)
-    os._exit(1)
 
 
 @contextlib.contextmanager
@@ -136,8 +154,24 @@ class LocalExecutor:
         pass
 
 
+def _worker_context():
+    """How pool workers start: forked from a fork server that has imported the package,
+    torch and ``torch._dynamo`` once (``torch.optim`` imports the last on first use: seconds),
+    instead of each worker importing them anew (``spawn``). The server only imports: no
+    thread pool or device state exists yet when it forks. Without a fork server (Windows):
+    spawn."""
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["classunlearn.bench.units", "torch._dynamo"])
+    return ctx
+
+
 class ProcessExecutor:
-    """A pool of worker processes started once and reused (start-up costs ~4 s each).
+    """A pool of worker processes started once and reused (start-up costs seconds: see
+    :func:`_worker_context`).
 
     `close()` waits for idle workers to exit, but terminates workers still running a task:
     that only happens when the driver stops early (an exception, Ctrl-C, SIGTERM), and a
@@ -152,21 +186,31 @@ class ProcessExecutor:
         self._futures: set[Future] = set()  # submitted and not yet seen done
 
     def start(self) -> None:
-        """Start the workers now (each imports torch and the package, a few seconds), so that
-        they boot while the driver loads the data; `run` starts them otherwise."""
+        """Get the workers going now, so that they boot while the driver loads the data: the
+        fork server starts its imports (the workers are forked from it at the first `run`,
+        at once by then), or, where workers are spawned, the workers start theirs."""
         if self.pool is not None:
             return
-        import multiprocessing as mp
+        ctx = _worker_context()
+        with _sigint_ignored():  # the server or the workers inherit Ctrl-C ignored
+            if ctx.get_start_method() == "forkserver":
+                import multiprocessing.forkserver
 
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                        initializer=_init_pool_worker,
-                                        initargs=(os.getpid(),))
-        with _sigint_ignored():  # the pool starts its workers in submit()
+                multiprocessing.forkserver.ensure_running()  # does not wait for its imports
+                return
+            self._make_pool(ctx)
             for _ in range(self.workers):
                 self._futures.add(self.pool.submit(_warm_up))
 
+    def _make_pool(self, ctx) -> None:
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                        initializer=_init_pool_worker,
+                                        initargs=(os.getpid(),))
+
     def run(self, tasks: list[Task]) -> Iterator[tuple[int, Any]]:
         self.start()
+        if self.pool is None:
+            self._make_pool(_worker_context())
         with _sigint_ignored():  # the pool starts its workers in submit()
             futures: dict[Future, int] = {self.pool.submit(fn, *args): i
                                           for i, (fn, args) in enumerate(tasks)}
@@ -303,6 +347,29 @@ def _ray_call(fn: Callable, *args: Any) -> Any:
     return fn(*args)
 
 
+_prestarted: ProcessExecutor | None = None
+
+
+def prestart(workers: int | None) -> None:
+    """Start a process pool of `workers` now, in a driver that has not imported torch yet:
+    its workers (or their fork server) import torch and the package while the driver does
+    the same, and the next ``make_executor("process", workers)`` takes this pool. The bench
+    command calls it first thing (``cli.cmd_bench``), then :func:`discard_prestarted`."""
+    global _prestarted
+    discard_prestarted()
+    if workers is None or workers >= 1:  # else make_executor says what is wrong
+        _prestarted = ProcessExecutor(workers)
+        _prestarted.start()
+
+
+def discard_prestarted() -> None:
+    """End a pool from :func:`prestart` that no ``make_executor`` took."""
+    global _prestarted
+    pool, _prestarted = _prestarted, None
+    if pool is not None:
+        pool.close()
+
+
 def make_executor(name: str, address: str | None = None, workers: int | None = None,
                   gpus_per_task: float = 0.0):
     if workers is not None and workers < 1:
@@ -315,6 +382,11 @@ def make_executor(name: str, address: str | None = None, workers: int | None = N
     if name == "local":
         return LocalExecutor()
     if name == "process":
+        global _prestarted
+        if _prestarted is not None and _prestarted.workers == (workers or _prestarted.workers):
+            pool, _prestarted = _prestarted, None
+            return pool
+        discard_prestarted()
         return ProcessExecutor(workers)
     if name == "ray":
         return RayExecutor(address, workers, gpus_per_task)

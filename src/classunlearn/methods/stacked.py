@@ -31,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from classunlearn.data.core import to_input
+from classunlearn.data.core import cat_inputs, to_input
 from classunlearn.methods.base import (
     Batch,
     FinetuneMethod,
@@ -135,7 +135,11 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
     # each model's next batch, drawn after the previous step's loss as in the loop; None
     # once its run is over (a finished model gets lr 0 and sits still)
     upcoming = [next(stream, None) for stream in streams]
-    empty = to_input(pools[0][0][:0])
+    # the pools end to end, so that one gather per field makes every model's batch
+    starts = torch.tensor([0] + [len(pool[1]) for pool in pools[:-1]]).cumsum(0).tolist()
+    whole = (cat_inputs([pool[0] for pool in pools]),
+             *(torch.cat([pool[j] for pool in pools]) for j in range(1, 5)))
+    none = torch.empty(0, dtype=torch.int64)
     signs: dict[str, torch.Tensor] = {}  # the L1 penalty's sign(θ), per weight
     step = 0
     while any(u is not None for u in upcoming):
@@ -143,13 +147,18 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         lr = torch.tensor([params.lr * upcoming[i][1] if upcoming[i] is not None else 0.0
                            for i in range(n)],
                           dtype=torch.float64)  # the python floats torch's optimizers take
-        batch_of: dict[int, Batch] = {}  # active models only
-        for i in active:
-            x, y, is_forget, forget_row, retain_row = pools[i]
-            idx = upcoming[i][0].to(dev)
-            batch_of[i] = Batch(to_input(x[idx]), y[idx], is_forget[idx], forget_row[idx],
-                                retain_row[idx])
-        logits = _forward(net, weights, batch_of, n, empty, dev)
+        # (N, B) rows of `whole`, padded with row 0: padded rows' logits are never read, so
+        # they add exact zeros to the gradients (a finished model's row is all padding)
+        rows = [upcoming[i][0] + starts[i] if upcoming[i] is not None else none
+                for i in range(n)]
+        idx = nn.utils.rnn.pad_sequence(rows, batch_first=True).to(dev)
+        b, flat = idx.shape[1], idx.flatten()
+        xs = to_input(whole[0][flat]).unflatten(0, (n, b))
+        ys, is_forget, forget_row, retain_row = (t[flat].view(n, b) for t in whole[1:])
+        batch_of = {i: Batch(xs[i, :len(rows[i])], ys[i, :len(rows[i])],
+                             is_forget[i, :len(rows[i])], forget_row[i, :len(rows[i])],
+                             retain_row[i, :len(rows[i])]) for i in active}
+        logits = _forward(net, weights, xs, batch_of, dev)
         slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
         losses = []
         for i in active:
@@ -191,16 +200,14 @@ def _own_weights(i: int, weights: dict[str, torch.Tensor], transposed: set[str],
     return {k: v[i].T if k in transposed else v[i] for k, v in slices.items()}
 
 
-def _forward(net, weights: dict[str, torch.Tensor], batch_of: dict[int, Batch], n: int,
-             empty: torch.Tensor, dev: torch.device) -> dict[int, torch.Tensor]:
+def _forward(net, weights: dict[str, torch.Tensor], xs: torch.Tensor,
+             batch_of: dict[int, Batch], dev: torch.device) -> dict[int, torch.Tensor]:
     """Each active model's logits on its own batch, from stacked calls: one call for all
-    models (batches padded with zeros, finished models given none), or, for batch norm,
-    one call per batch width (padded rows would enter its statistics)."""
+    models on the padded batches `xs` (N, B, ...), or, for batch norm, one call per batch
+    width (padded rows would enter its statistics)."""
     if not net.exact_widths:
-        rows = [batch_of[i].x if i in batch_of else empty for i in range(n)]
-        xb = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        b = xb.shape[1]
-        logits = net(weights, net.prepare(xb.flatten(0, 1)).unflatten(0, (n, b))).unbind(0)
+        n, b = xs.shape[:2]
+        logits = net(weights, net.prepare(xs.flatten(0, 1)).unflatten(0, (n, b))).unbind(0)
         return {i: logits[i][:len(batch_of[i].x)] for i in batch_of}
     out: dict[int, torch.Tensor] = {}
     for width in sorted({len(c.x) for c in batch_of.values()}):
