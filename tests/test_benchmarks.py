@@ -86,3 +86,8 @@ def test_frontier_pick_is_the_cheapest_point_level_with_the_best_budget():
     assert frontier.pick(one_seed) is one_seed[1]  # floors: 1.0 point, 0.25 z
     assert frontier.budget_share(10, 1.0, 128, 1129, 30) == pytest.approx(
         10 * (128 + 1129) / (30 * 1129))
+
+
+def test_fused_sgd_prints_its_ratio():
+    out = run("fused_sgd.py", "--quick", "--repeats", "1")
+    assert "bitwise the same: True" in out and out.strip().splitlines()[-1].startswith("speedup=")

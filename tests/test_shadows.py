@@ -326,3 +326,43 @@ def test_divergence_stops_and_names_the_model(stacked):
     r = Recipe(epochs=5, batch_size=8, lr=1e6, momentum=0.0, schedule="constant")
     with pytest.raises(TrainingDiverged, match=r"shadow model \d"):
         train_ensemble("mlp", (1, 8, 8), 5, x, y, masks, r, seeds=[0, 1], stacked=stacked)
+
+
+@pytest.mark.parametrize("n, wd, masked", [(16, 5e-4, False), (16, 0.0, True), (5, 5e-4, True)])
+def test_fused_sgd_step_equals_the_written_out_passes(n, wd, masked):
+    """SGD's weight decay and momentum in torch's fused kernel (lr 0), then each model's own
+    step: bitwise the three written-out passes where the stacked tensors fill whole SIMD
+    vectors (N = 16), within rounding elsewhere (the kernel's scalar tail), first step and
+    update masks included."""
+    from classunlearn.shadows import _FUSED_SGD, _fused_sgd_works, _StackedOptimizer
+
+    if not _fused_sgd_works(torch.device("cpu")):
+        pytest.skip("this torch has no fused SGD kernel on the CPU")
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(7, 16), (16,), (16, 3)]
+    start = [torch.randn(n, *s, generator=gen) for s in shapes]
+    masks = [(torch.rand(n, *s, generator=gen) > 0.3).float() for s in shapes] if masked \
+        else None
+    finals = []
+    for fused in (False, True):
+        _FUSED_SGD["cpu"] = fused
+        try:
+            params = [t.clone() for t in start]
+            opt = _StackedOptimizer(params, Recipe(epochs=1, batch_size=4, lr=0.1,
+                                                   weight_decay=wd), masks)
+            assert opt.fused == fused
+            g = torch.Generator().manual_seed(1)
+            for _ in range(6):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=g)
+                lr = torch.rand(n, generator=g)
+                lr[0] = 0.0  # a finished model
+                opt.step(lr)
+            finals.append(params)
+        finally:
+            del _FUSED_SGD["cpu"]
+    for a, b in zip(*finals):
+        if n == 16:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
