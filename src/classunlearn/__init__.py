@@ -4,6 +4,8 @@ baselines) and audit the forgetting against retrained models with strong attacks
 import importlib
 import types
 
+import classunlearn.audit  # both load their own names lazily: cheap here
+import classunlearn.bench
 from classunlearn._version import __version__ as __version__
 
 # The names below are loaded on first use (PEP 562), not with the package: the command line
@@ -43,8 +45,8 @@ def __dir__() -> list[str]:
 # first call, so importing the engine never pulls it in. `cu.audit(...)` and `cu.bench(...)`
 # share their names with the subpackages classunlearn.audit and classunlearn.bench; rather
 # than shadow the subpackages with functions (which breaks `import classunlearn.bench.store
-# as s` and dotted monkeypatching), the two modules make themselves callable (at the end of
-# their __init__, with this function): calling them calls the API function of the same name.
+# as s` and dotted monkeypatching), the two modules are made callable: calling them calls
+# the API function of the same name.
 
 
 def _callable_module(module: types.ModuleType, api_name: str) -> None:
@@ -56,6 +58,10 @@ def _callable_module(module: types.ModuleType, api_name: str) -> None:
 
     CallableModule.__call__.__doc__ = f"classunlearn.api.{api_name}: see its docstring"
     module.__class__ = CallableModule
+
+
+_callable_module(classunlearn.audit, "audit")
+_callable_module(classunlearn.bench, "bench")
 
 
 def unlearn(*args, **kwargs):

@@ -1,59 +1,39 @@
 """Pure metric functions over logits/probabilities and labels. Nothing here trains or runs
-a model: what needs models (references, shadows) is produced by the caller."""
+a model: what needs models (references, shadows) is produced by the caller.
 
-import sys
+The names below load from their modules on first use (PEP 562), so that importing the
+package root, which makes this module callable (``cu.audit(...)``), stays cheap."""
 
-from classunlearn import _callable_module
-from classunlearn.audit.basic import (
-    accuracy,
-    avg_gap,
-    per_class_accuracy,
-    tv_between_distributions,
-    tv_distance,
-    tv_to_references,
-)
-from classunlearn.audit.mia_nn import mia_nn_audit, mia_nn_score, nearest_neighbour_class
-from classunlearn.audit.svc_mia import svc_mia
-from classunlearn.audit.ulira import (
-    logit_confidence,
-    ulira_attack,
-    ulira_leave_one_out,
-    ulira_scores,
-    ulira_target_score,
-)
-from classunlearn.audit.verdicts import (
-    Verdict,
-    accuracy_verdict,
-    mia_nn_verdict,
-    ulira_interval,
-    ulira_null,
-    ulira_phi_interval,
-    ulira_verdict,
-)
+import importlib
 
-__all__ = [
-    "Verdict",
-    "accuracy",
-    "accuracy_verdict",
-    "avg_gap",
-    "logit_confidence",
-    "mia_nn_audit",
-    "mia_nn_score",
-    "mia_nn_verdict",
-    "nearest_neighbour_class",
-    "per_class_accuracy",
-    "svc_mia",
-    "tv_between_distributions",
-    "tv_distance",
-    "tv_to_references",
-    "ulira_attack",
-    "ulira_interval",
-    "ulira_leave_one_out",
-    "ulira_null",
-    "ulira_phi_interval",
-    "ulira_scores",
-    "ulira_target_score",
-    "ulira_verdict",
-]
+_MODULE_OF = {
+    **dict.fromkeys(["accuracy", "avg_gap", "per_class_accuracy", "tv_between_distributions",
+                     "tv_distance", "tv_to_references"], "basic"),
+    **dict.fromkeys(["mia_nn_audit", "mia_nn_score", "nearest_neighbour_class"], "mia_nn"),
+    "svc_mia": "svc_mia",
+    **dict.fromkeys(["logit_confidence", "ulira_attack", "ulira_leave_one_out", "ulira_scores",
+                     "ulira_target_score"], "ulira"),
+    **dict.fromkeys(["Verdict", "accuracy_verdict", "mia_nn_verdict", "ulira_interval",
+                     "ulira_null", "ulira_phi_interval", "ulira_verdict"], "verdicts"),
+}
 
-_callable_module(sys.modules[__name__], "audit")  # cu.audit(...): the API's
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    else:  # a module of the package: classunlearn.audit.mia_nn, ...
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = sorted(_MODULE_OF)
