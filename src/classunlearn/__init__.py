@@ -1,11 +1,11 @@
 """classunlearn: make a trained classifier forget whole classes (TRW, RWFT and the
 baselines) and audit the forgetting against retrained models with strong attacks."""
 
-import importlib
 import types
 
 import classunlearn.audit  # both load their own names lazily: cheap here
 import classunlearn.bench
+from classunlearn._lazy import lazy_names
 from classunlearn._version import __version__ as __version__
 
 # The names below are loaded on first use (PEP 562), not with the package: the command line
@@ -23,22 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    else:  # a subpackage or module: classunlearn.audit, classunlearn.bench, ...
-        try:
-            value = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 # The Python API (classunlearn.api) is a face of the package, like the CLI: it is loaded on

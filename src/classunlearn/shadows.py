@@ -469,11 +469,7 @@ class _StackedOptimizer:
             self._fused_sgd_step(lr)
             return
         for p, state, keep in zip(self.params, self.state, self.update_masks, strict=True):
-            g = p.grad
-            if r.weight_decay != 0:
-                g.add_(p, alpha=r.weight_decay)
-            if keep is not None:
-                g.mul_(keep)
+            g = self._decay_and_mask(p, keep)
             lr_p = lr.view(-1, *[1] * (p.dim() - 1))
             if r.optimizer == "adam":
                 beta1, beta2, eps = 0.9, 0.999, 1e-8
@@ -496,15 +492,21 @@ class _StackedOptimizer:
                     g = state[0]
                 p.addcmul_(g, lr_p, value=-1)
 
+    def _decay_and_mask(self, p: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """p's gradient with the weight decay added, then the update mask applied, in place."""
+        g = p.grad
+        if self.recipe.weight_decay != 0:
+            g.add_(p, alpha=self.recipe.weight_decay)
+        if keep is not None:
+            g.mul_(keep)
+        return g
+
     def _fused_sgd_step(self, lr: torch.Tensor) -> None:
         r = self.recipe
         masked = any(keep is not None for keep in self.update_masks)
         if masked:  # the mask applies after the weight decay: both by hand, then none fused
             for p, keep in zip(self.params, self.update_masks):
-                if r.weight_decay != 0:
-                    p.grad.add_(p, alpha=r.weight_decay)
-                if keep is not None:
-                    p.grad.mul_(keep)
+                self._decay_and_mask(p, keep)
         first = not self.state[0]
         if first:
             for p, state in zip(self.params, self.state):

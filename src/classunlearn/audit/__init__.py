@@ -4,7 +4,7 @@ a model: what needs models (references, shadows) is produced by the caller.
 The names below load from their modules on first use (PEP 562), so that importing the
 package root, which makes this module callable (``cu.audit(...)``), stays cheap."""
 
-import importlib
+from classunlearn._lazy import lazy_names
 
 _MODULE_OF = {
     **dict.fromkeys(["accuracy", "avg_gap", "per_class_accuracy", "tv_between_distributions",
@@ -17,23 +17,6 @@ _MODULE_OF = {
                      "ulira_null", "ulira_phi_interval", "ulira_verdict"], "verdicts"),
 }
 
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    else:  # a module of the package: classunlearn.audit.mia_nn, ...
-        try:
-            value = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
+__getattr__, __dir__ = lazy_names(__name__,
+                                  {k: f"{__name__}.{m}" for k, m in _MODULE_OF.items()})
 __all__ = sorted(_MODULE_OF)

@@ -27,6 +27,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import accumulate
 
 import torch
 from torch import nn
@@ -136,7 +137,7 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
     # once its run is over (a finished model gets lr 0 and sits still)
     upcoming = [next(stream, None) for stream in streams]
     # the pools end to end, so that one gather per field makes every model's batch
-    starts = torch.tensor([0] + [len(pool[1]) for pool in pools[:-1]]).cumsum(0).tolist()
+    starts = list(accumulate((len(pool[1]) for pool in pools[:-1]), initial=0))
     whole = (cat_inputs([pool[0] for pool in pools]),
              *(torch.cat([pool[j] for pool in pools]) for j in range(1, 5)))
     none = torch.empty(0, dtype=torch.int64)
@@ -154,10 +155,8 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         idx = nn.utils.rnn.pad_sequence(rows, batch_first=True).to(dev)
         b, flat = idx.shape[1], idx.flatten()
         xs = to_input(whole[0][flat]).unflatten(0, (n, b))
-        ys, is_forget, forget_row, retain_row = (t[flat].view(n, b) for t in whole[1:])
-        batch_of = {i: Batch(xs[i, :len(rows[i])], ys[i, :len(rows[i])],
-                             is_forget[i, :len(rows[i])], forget_row[i, :len(rows[i])],
-                             retain_row[i, :len(rows[i])]) for i in active}
+        fields = (xs, *(t[flat].view(n, b) for t in whole[1:]))  # x, y, is_forget, rows
+        batch_of = {i: Batch(*(f[i, :len(rows[i])] for f in fields)) for i in active}
         logits = _forward(net, weights, xs, batch_of, dev)
         slices: dict[str, tuple[torch.Tensor, ...]] = {}  # filled by the first view asked
         losses = []
