@@ -1,5 +1,5 @@
 """Evidence for MIA-NN's default feature kind and for how many references it needs
-(paper.md section 3, items 4 to 6), written to docs/audit.md.
+(docs/readings.md section 3, items 4 to 6), written to docs/audit.md.
 
 For every embedded dataset and each of its forget classes f this script
 

@@ -1,4 +1,5 @@
-"""Ablation of TRW's class-similarity source (paper.md section 2), written to the docs.
+"""Ablation of TRW's class-similarity source (docs/readings.md section 2), written to the
+docs.
 
 For every embedded dataset and every forget class f this script
 

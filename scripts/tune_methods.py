@@ -17,7 +17,8 @@ The test split is never looked at. Selection, per dataset and method:
    retrained model (TARGET_RETRAIN, the TRW-2R reading here);
 3. settings within --tie points (default 1) of that gap count as tied. If the paper's
    default (the method's ``Params()`` values, always a grid point) is among them, it is
-   kept: paper.md section 6 asks for the paper's defaults, tuned only where they fail.
+   kept: docs/readings.md section 6 asks for the paper's defaults, tuned only where they
+   fail.
    Otherwise the tied settings within 0.5 points of the best Acc_r are kept and the
    cheapest one (fewest optimiser steps, then grid order) wins.
 

@@ -98,7 +98,8 @@ def test_json_has_the_verdicts(audited):
     assert v["mia_nn"]["verdict"] != "leaks"  # 3 references never suffice for "leaks"
     u = doc["ulira_details"]
     assert v["ulira"]["numbers"]["null_point"] == u["ulira_null"]["point"]
-    assert v["ulira"]["numbers"]["point"] == pytest.approx(doc["metrics"]["ulira"])
+    # the verdict's statistic is the in-sample number, not the cross-fitted headline
+    assert v["ulira"]["numbers"]["point"] == pytest.approx(doc["metrics"]["ulira_in_sample"])
 
 
 def test_second_audit_reuses_every_shadow_unit(audited):
@@ -136,6 +137,7 @@ def test_ulira_unavailable_without_method_record(ckpts, capsys):
     assert "U-LiRA unavailable:" in out and "records no method" in out
     doc = json.loads(out_json.read_text())
     assert doc["metrics"]["ulira"] is None and doc["metrics"]["ulira_auc"] is None
+    assert doc["metrics"]["ulira_in_sample"] is None
     assert "records no method" in doc["unavailable"]["ulira"]
     assert doc["metrics"]["runtime_s"] is None
     assert not (d / "bare-cache").exists()  # no shadow was trained for nothing

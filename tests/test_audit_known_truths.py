@@ -1,7 +1,8 @@
-"""Known truths the audit must reproduce (paper.md sections 3 to 5).
+"""Known truths the audit must reproduce (docs/readings.md sections 3 to 5).
 
 (a) A retrained model audited against other retrained models looks retrained: U-LiRA at
-    chance (every reported number in [50, 56] at 8, 16 and 32 shadows per side) when the
+    chance (every reported number within 6 of 50, the folded in-sample ones in [50, 56],
+    at 8, 16 and 32 shadows per side) when the
     method replayed on the shadows is `retrain`, MIA-NN |z| below
     1.5 on average over forget classes, TV as small as between two retrained models.
 (b) The original model does not: U-LiRA >= 75, Acc_f near 100, MIA-NN z >= 2 on average
@@ -30,11 +31,11 @@ from classunlearn.train import Recipe, train_model
 # ------------------------------------------------------------------ U-LiRA and TV (digits)
 # Digits: the smallest embedded dataset, so 2 x N shadows and N replays of `retrain` are
 # cheap (stacked ensembles), and U-LiRA separates original from retrained models there
-# already (paper.md section 4 item 6).
+# already (docs/readings.md section 4 item 6).
 
 ULIRA_EPOCHS = "10"
 ULIRA_SHADOWS = (8, 16, 32)  # every shadow count a study uses (--quick: 8, default: 16)
-CHANCE_BAND = 56.0  # folded numbers are >= 50; the in-sample headline is ~1 to 2 optimistic
+CHANCE_BAND = 56.0  # folded numbers are >= 50; the in-sample ones are ~1 to 2 optimistic
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +69,19 @@ def ulira_audits(tmp_path_factory):
 @pytest.mark.parametrize("n", ULIRA_SHADOWS)
 def test_retrained_model_ulira_is_chance(ulira_audits, n):
     """(a) digits: `retrain` replayed on the shadows is the ideal unlearner: every reported
-    U-LiRA number (two-sided, so >= 50) stays near 50 at every shadow count."""
+    U-LiRA number stays near 50 at every shadow count: the folded in-sample ones (>= 50)
+    in [50, CHANCE_BAND], the cross-fitted headline (which may read below 50) within the
+    same distance of 50."""
     doc = ulira_audits["retrained", n]
     m = doc["metrics"]
-    print(f"N={n} retrained: U-LiRA {m['ulira']:.1f}, at 0 {m['ulira_at_zero']:.1f}, AUC "
-          f"{m['ulira_auc']:.1f} (raw {m['ulira_auc_raw']:.1f})")
+    print(f"N={n} retrained: U-LiRA {m['ulira']:.1f}, AUC {m['ulira_auc']:.1f}; in-sample "
+          f"{m['ulira_in_sample']:.1f}, AUC {m['ulira_auc_in_sample']:.1f}, at 0 "
+          f"{m['ulira_at_zero']:.1f} (raw AUC {m['ulira_auc_raw']:.1f})")
     assert doc["method"] == "retrain" and doc["ulira_details"]["method"] == "retrain"
-    for key in ("ulira", "ulira_at_zero", "ulira_auc"):
+    for key in ("ulira_in_sample", "ulira_at_zero", "ulira_auc_in_sample"):
         assert 50.0 <= m[key] <= CHANCE_BAND, (key, m)
+    for key in ("ulira", "ulira_auc"):
+        assert abs(m[key] - 50.0) <= CHANCE_BAND - 50.0, (key, m)
 
 
 def test_retrained_model_tv_is_retrain_to_retrain_tv(ulira_audits):
@@ -96,9 +102,11 @@ def test_original_model_ulira_and_forget_accuracy(ulira_audits, n):
     retrained models at every shadow count, and still classifies its forget samples."""
     doc = ulira_audits["original", n]
     m = doc["metrics"]
-    print(f"N={n} original: U-LiRA {m['ulira']:.1f}, Acc_f {m['acc_forget']:.1f}")
+    print(f"N={n} original: U-LiRA {m['ulira']:.1f}, in-sample {m['ulira_in_sample']:.1f}, "
+          f"Acc_f {m['acc_forget']:.1f}")
     assert doc["method"] == "original"
     assert m["ulira"] >= 75.0 and m["ulira_auc"] >= 75.0, m
+    assert m["ulira_in_sample"] >= 75.0 and m["ulira_auc_in_sample"] >= 75.0, m
     assert m["ulira_direction"] == 1
     assert m["acc_forget"] >= 95.0
 

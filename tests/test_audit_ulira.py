@@ -360,11 +360,28 @@ def test_two_sided_summary_hand_case():
     # targets 0 (1 yes, 3 no): 100; fit on targets 0 -> "iff LLR <= 1", applied to targets
     # 1 (2 no, 4 no): 50; mean 75
     assert res.accuracy_held_out == 75.0
+    # cross-fitted AUC: each fold's raw AUC is 0, so the other fold orients it "reversed"
+    # and reads 100 - 0 on both
+    assert res.auc_held_out == 100.0
     assert res.n_positive == 2 and res.n_negative == 2
     same = _summarise(neg_rows, pos_rows, "auto", ("global", "global"), (1, 1), 4)
     assert same.direction == "expected" and same.auc == same.auc_raw == 100.0
     tie = _summarise([np.array([1.0])], [np.array([1.0])], "auto", ("global", "global"), (1, 1), 4)
     assert tie.direction == "none" and tie.auc == 50.0 and tie.accuracy_held_out is None
+    assert tie.auc_held_out is None
+
+
+def test_cross_fitted_auc_hand_case():
+    # targets 0: positive LLRs 1, 3, negative 2, 2 (raw AUC 50); targets 1: positive 0,
+    # negative 5 (raw AUC 0). Fold 0 (scored on targets 0): targets 1 orient it "reversed",
+    # 100 - 50 = 50. Fold 1 (scored on targets 1): targets 0 are a tie, which goes to the
+    # expected direction, so the raw 0 stands. Mean 25: below 50 is possible (a direction
+    # the other fold does not share), the in-sample folded AUC cannot go there.
+    pos_rows = [np.array([1.0, 3.0]), np.array([0.0])]
+    neg_rows = [np.array([2.0, 2.0]), np.array([5.0])]
+    res = _summarise(pos_rows, neg_rows, "auto", ("global", "global"), (1, 1), 4)
+    assert res.auc_held_out == 25.0
+    assert res.auc >= 50.0 and res.accuracy_held_out is not None
 
 
 def test_result_reports_the_resolved_variance_and_serialises():
@@ -376,9 +393,10 @@ def test_result_reports_the_resolved_variance_and_serialises():
     assert (res.variance_in, res.variance_out) == ("global", "global")
     assert (res.min_count_in, res.min_count_out, res.min_in_per_example) == (3, 3, 4)
     assert res.accuracy_held_out is None  # one unlearned target: no two folds
+    assert res.auc_held_out is None
     json.loads(json.dumps(res.to_dict()))
     low = ulira_attack(
         in_phi, in_mask, out_phi, in_phi[:2], in_mask[:2], out_phi, min_in_per_example=3
     )
     assert (low.variance_in, low.variance_out) == ("per_example", "per_example")
-    assert low.accuracy_held_out is not None
+    assert low.accuracy_held_out is not None and low.auc_held_out is not None

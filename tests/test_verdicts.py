@@ -182,6 +182,21 @@ def test_ulira_verdict_boundaries(interval, outcome):
         ulira_verdict({"point": 1.0, "low": 2.0, "high": 0.0}, null)
 
 
+def test_ulira_verdict_text_names_the_in_sample_statistic():
+    """The verdict's numbers are the in-sample statistic; the printed line (audit, forget)
+    and the record page's card say so, so no one reads them as the cross-fitted column."""
+    from classunlearn.audit.verdicts import verdict_record
+    from classunlearn.bench.audit import verdict_line
+    from classunlearn.record_page import _verdict_card
+
+    v = verdict_record(ulira_verdict({"point": 69.2, "low": 63.2, "high": 76.0},
+                                     {"point": 57.2, "low": 52.9, "high": 64.2}))
+    assert verdict_line(v) == ("verdict ---- U-LiRA: inconclusive (U-LiRA in-sample 69.2 "
+                               "[63.2, 76.0] vs the null 57.2 [52.9, 64.2])")
+    assert "U-LiRA in-sample" in str(_verdict_card(v))
+    assert "in-sample" not in str(_verdict_card(verdict_record(mia_nn_verdict(1.0, 5))))
+
+
 # ------------------------------------------------------------------ a tiny digits study
 
 
@@ -220,7 +235,9 @@ def test_digits_verdicts(digits_study):
         get = {k: v["mean"] for k, v in m.items()}.__getitem__
         interval = ulira_phi_interval(arts[f"{method} on 8 shadows seed 0"]["phi"], mask,
                                       ret_phi, n_boot=300)
-        assert interval.point == pytest.approx(get("ulira"))  # the bench's own headline
+        # the bench's in-sample number (its cross-fitted headline `ulira` is not the
+        # verdict's statistic)
+        assert interval.point == pytest.approx(get("ulira_in_sample"))
         verdicts[method] = {
             "accuracy": accuracy_verdict(get("acc_forget"), get("test_acc_retain"), ref_f, ref_r),
             "mia_nn": mia_nn_verdict(get("mia_nn_z"), len(refs)),
@@ -253,7 +270,8 @@ def test_bench_results_carry_the_verdicts(digits_study):
     assert all(v["passed"] for v in got["retrain"].values())
     assert got["rl"]["ulira"]["verdict"] == "distinguishable"  # RL passes the other two
     u = got["rl"]["ulira"]["numbers"]
-    assert u["point"] == pytest.approx(results["studies"][study]["rl"]["ulira"]["mean"])
+    assert u["point"] == pytest.approx(
+        results["studies"][study]["rl"]["ulira_in_sample"]["mean"])
     assert u["null_point"] == pytest.approx(got["retrain"]["ulira"]["numbers"]["point"])
 
 

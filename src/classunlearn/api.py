@@ -123,6 +123,7 @@ def unlearn(
     num_classes: int | None = None,
     references: list[nn.Module] | None = None,
     recipe: Recipe | None = None,
+    readings: str = "default",
 ) -> tuple[nn.Module, RunRecord]:
     """Make a copy of `model` forget `forget_classes` with `method` (see
     `classunlearn methods`); `params` overrides hyperparameters by name. Returns the
@@ -131,12 +132,15 @@ def unlearn(
     ``method="retrain"`` trains a fresh copy of the architecture from scratch on D_r with
     `recipe`, which must be the recipe `model` was trained with (it takes no `params`).
 
+    `readings` ("default" or "paper", docs/readings.md section 9) is the reading set whose
+    values TRW and RWFT start from; `params` wins over it.
+
     The class count is the width of the model's output (`num_classes`, if given, must
     agree); labels must lie in 0..K-1, and classes without samples are fine."""
     split = ForgetSplit.make(_dataset(model, train, None, num_classes, references or ()),
                              list(forget_classes))
     values = {k: str(v) for k, v in (params or {}).items()}
-    cls, p = make_params(method, None, values, recipe=recipe)
+    cls, p = make_params(method, None, values, recipe=recipe, readings=readings)
     return cls().unlearn(model, UnlearnData.from_split(split), p, seed=seed, device=device,
                          references=references)
 
@@ -238,8 +242,8 @@ def _groups(metrics: str | Sequence[str]) -> list[str]:
 
 
 # contract keys measured with another key of their group: a missing one shares its reason
-_GROUP_OF = {"ulira_auc": "ulira", "mia_nn_gap": "mia_nn", "mia_nn_z": "mia_nn",
-             "test_acc_forget": "acc_forget"}
+_GROUP_OF = {"ulira_auc": "ulira", "ulira_in_sample": "ulira", "mia_nn_gap": "mia_nn",
+             "mia_nn_z": "mia_nn", "test_acc_forget": "acc_forget"}
 
 
 def audit(
@@ -258,6 +262,9 @@ def audit(
     cache: str | Path | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    readings: str = "default",
+    mia_feature: str | None = None,
+    svc_feature: str | None = None,
 ) -> dict:
     """Every metric of ``classunlearn audit`` for an in-memory model, computed by the same
     functions: Acc_r, Acc_f, TA_r, TA_f (and per-class test accuracy), TV distance to the
@@ -273,12 +280,16 @@ def audit(
     says what is missing; no number stands in. Shadow models are bench units cached in
     `cache` (default: a folder under the system temp dir named by the data's content hash),
     so a second audit on the same data reuses them. `metrics` is "all" or a list of groups
-    (accuracy, tv, svc_mia, mia_nn, ulira).
+    (accuracy, tv, svc_mia, mia_nn, ulira). `readings` ("default" or "paper",
+    docs/readings.md section 9) picks the attacks' features; `mia_feature` and `svc_feature`
+    win over it.
 
     Returns a dict with every contract key (``acc_retain``, ``acc_forget``,
     ``test_acc_retain``, ``test_acc_forget``, ``svc_mia``, ``mia_nn``, ``mia_nn_gap``,
-    ``mia_nn_z``, ``ulira``, ``ulira_auc``, ``tv``, ``avg_gap``, ``runtime_s``; None where
-    not measured) and the other metrics of the CLI's JSON at the top level, plus
+    ``mia_nn_z``, ``ulira``, ``ulira_auc`` (cross-fitted), ``ulira_in_sample`` (the
+    in-sample best-threshold accuracy, the verdict's statistic), ``tv``, ``avg_gap``,
+    ``runtime_s``; None where not measured) and the other metrics of the CLI's JSON at the
+    top level, plus
     ``unavailable`` (key -> why), ``avg_gap_keys`` (the metrics Avg.Gap averages
     |model - references' mean| over), ``avg_gap_left_out``, ``references`` (each reference
     audited against the others), ``reference_mean`` and ``ulira_details``."""
@@ -309,7 +320,11 @@ def audit(
         return _ulira(split, model_ref, recipe, record, shadows, cache,
                       [logits, *ref_logits], log or _stderr)
 
-    core = measure(split, logits, ref_logits, groups, seed=seed, ulira=ulira,
+    from classunlearn.readings import attack_features
+
+    mia_feature, svc_feature = attack_features(readings, mia_feature, svc_feature)
+    core = measure(split, logits, ref_logits, groups, mia_feature=mia_feature,
+                   svc_feature=svc_feature, seed=seed, ulira=ulira,
                    runtime_s=record.wall_time_s if record is not None else None,
                    runtime_missing="pass record= (the RunRecord cu.unlearn returned): it "
                    "holds the method's wall time")
@@ -418,7 +433,8 @@ def bench(
     "process" (one single-threaded worker per core; workers start by re-importing the
     calling script, so guard a script's top level with ``if __name__ == "__main__":``) or
     "ray" (every node needs the same `out` path and model file). Any other BenchConfig
-    field passes through `more` (``quick=True``, ``epochs=5``,
+    field passes through `more` (``readings="paper"``, ``tune="baselines"``, ``quick=True``,
+    ``epochs=5``,
     ``method_params={"trw": {"beta": "5"}}``, ``model_kwargs={...}``, ``workers=2``, ...)."""
     import dataclasses
 

@@ -225,7 +225,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
         shadows=args.shadows, note=args.note or "",
         previous=Path(args.previous) if args.previous else None,
         cache=Path(args.cache) if args.cache else None, seed=args.seed,
-        command=list(args.argv))
+        command=list(args.argv), params=_key_values(args.set, "--set"),
+        readings=args.readings, mia_feature=args.mia_feature)
+    if args.dry_run:
+        from classunlearn.forget import describe
+
+        print(describe(req))
+        return 0
     result = run_forget(req, log=lambda m: print(m, file=sys.stderr, flush=True))
     for line in verdict_lines(result.record):
         print(line)
@@ -296,8 +302,14 @@ def _bench(args: argparse.Namespace) -> int:
         test_subset=settings["test_subset"], subset_seed=args.subset_seed, preset=args.preset,
         executor=args.executor, address=args.address, workers=args.workers,
         gpus_per_task=args.gpus_per_task, quick=args.quick,
-        epochs=args.epochs, method_params=method_params, out=args.out)
-    cfg.tune = args.tune
+        epochs=args.epochs, method_params=method_params, out=args.out, tune=args.tune or False,
+        readings=args.readings, mia_feature=args.mia_feature, svc_feature=args.svc_feature)
+    if args.dry_run:
+        from classunlearn.bench.plan import describe_study
+
+        cfg.validate()
+        print(describe_study(cfg, _setting_sources(args)))
+        return 0
     import time as _time
 
     start = _time.perf_counter()
@@ -309,6 +321,19 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"\n{result.computed} units computed, {result.reused} reused, "
           f"{_time.perf_counter() - start:.0f} s; report: {result.out / 'report.html'}")
     return 0
+
+
+def _setting_sources(args: argparse.Namespace) -> dict[str, str]:
+    """Where bench's model, recipe, seeds, references and shadows came from (--dry-run)."""
+    fallback = f"preset {args.preset}" if args.preset else "default"
+    out = {k: (f"--{k}" if getattr(args, k) is not None else fallback)
+           for k in ("seeds", "references", "shadows")}
+    out["model"] = "--model" if args.model else (
+        f"preset {args.preset}" if args.preset else f"{args.dataset}'s default")
+    out["recipe"] = ("--epochs on " if args.epochs else "") + (
+        f"preset {args.preset}" if args.preset else f"{args.dataset}'s default recipe") + (
+        ", --quick halves the epochs" if args.quick else "")
+    return out
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -350,6 +375,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ parser
+
+def _reading_flags(p: argparse.ArgumentParser) -> None:
+    from classunlearn.readings import DEFAULT_READINGS, READINGS
+
+    p.add_argument("--readings", choices=list(READINGS), default=DEFAULT_READINGS,
+                   help="the reading set: 'default' (the project's evidence-based readings) "
+                        "or 'paper' (the paper's method and attack as public material "
+                        "describes them); docs/readings.md section 9. Single flags win over it")
+    p.add_argument("--mia-feature", help="MIA-NN feature kind: logits, probs, nn_prob or "
+                   "labels (default: the reading set's: labels; paper: logits)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="classunlearn", description=__doc__)
@@ -404,9 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--cache", metavar="DIR",
                    help="store for shadow models (default: .classunlearn-cache beside the "
                         "checkpoint)")
-    a.add_argument("--mia-feature", help="MIA-NN feature kind (default: the evidence-based "
-                   "default, see docs/audit.md)")
-    a.add_argument("--svc-feature", help="SVC-MIA feature (default: confidence)")
+    _reading_flags(a)
+    a.add_argument("--svc-feature", help="SVC-MIA feature (default: the reading set's, "
+                   "confidence)")
     a.add_argument("--seed", type=int, default=0,
                    help="seed of SVC-MIA's member subsample and of MIA-NN's folds")
     a.add_argument("--data-dir")
@@ -442,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
                         ".classunlearn-cache beside DIR, shared by sibling requests; a bench "
                         "--out folder works too)")
     f.add_argument("--seed", type=int, default=0, help="the unlearning run's seed")
+    f.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="set a hyperparameter of the method (repeatable; `classunlearn tune` "
+                        "prints these)")
+    _reading_flags(f)
+    f.add_argument("--dry-run", action="store_true",
+                   help="print the resolved request (the method's parameters and where each "
+                        "came from, the attacks' settings) and exit without training")
     f.add_argument("--out", required=True, metavar="DIR")
     f.set_defaults(func=cmd_forget)
 
@@ -486,9 +529,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray only: GPUs each unit asks the cluster for (e.g. 1 or 0.25)")
     b.add_argument("--epochs", type=int, help="override the training recipe's epochs")
     b.add_argument("--quick", action="store_true", help="half the epochs and 8 shadows")
-    b.add_argument("--tune", action="store_true",
-                   help="first choose each method's lr/epochs on the original (see `tune`); "
-                        "explicit --set values win")
+    b.add_argument("--tune", nargs="?", const="all", choices=["all", "baselines"],
+                   help="first choose each method's lr/epochs on the original (see `tune`): "
+                        "'all' (the default when given alone) or 'baselines' (every method "
+                        "but TRW and RWFT, which keep their reading set's budget); explicit "
+                        "--set values and the reading set's values win")
+    _reading_flags(b)
+    b.add_argument("--svc-feature", help="SVC-MIA feature (default: the reading set's, "
+                   "confidence)")
+    b.add_argument("--dry-run", action="store_true",
+                   help="print the resolved study (every method's parameters and where each "
+                        "came from, the attacks' settings) and exit without training")
     b.add_argument("--out", default="runs/bench")
     b.set_defaults(func=cmd_bench)
 

@@ -44,6 +44,7 @@ from classunlearn.checkpoint import (
 from classunlearn.data import ForgetSplit, load_dataset, parse_forget_classes
 from classunlearn.errors import ParameterError, UserError
 from classunlearn.evaluate import SplitLogits
+from classunlearn.readings import attack_features
 
 RECORD_SCHEMA = "classunlearn.record/1"
 
@@ -68,7 +69,8 @@ request whose DIR sits in the same folder."""
 # numeric metrics of the record, from `measure` (each with the references' values)
 RECORD_METRICS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "tv",
                   "svc_mia", "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc",
-                  "ulira_flagged", "avg_gap", "runtime_s")
+                  "ulira_in_sample", "ulira_auc_in_sample", "ulira_flagged", "avg_gap",
+                  "runtime_s")
 
 
 @dataclass
@@ -87,6 +89,9 @@ class ForgetRequest:
     cache: Path | None = None
     seed: int = 0
     command: list[str] = field(default_factory=list)
+    params: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE of the method
+    readings: str = "default"  # the reading set (classunlearn.readings)
+    mia_feature: str | None = None  # --mia-feature: wins over the reading set's
 
 
 @dataclass
@@ -162,12 +167,18 @@ def _previous(req: ForgetRequest) -> tuple[dict | None, list[int]]:
     return prev, sorted(done)
 
 
-def preflight(req: ForgetRequest) -> None:
+def preflight(req: ForgetRequest, write: bool = True) -> None:
     """Every check that needs no model: the method, the counts and the output folder."""
+    from classunlearn.audit.mia_nn import FEATURES
     from classunlearn.audit.ulira import check_shadow_count
     from classunlearn.methods import parse_spec
+    from classunlearn.readings import get_readings
 
     cls, _ = parse_spec(req.method)
+    get_readings(req.readings)
+    if req.mia_feature is not None and req.mia_feature not in FEATURES:
+        raise ParameterError(f"--mia-feature must be one of {', '.join(FEATURES)}, got "
+                             f"'{req.mia_feature}'")
     if cls.oracle:
         raise ParameterError(f"--method {req.method} is an oracle (it reads retrained models); "
                              "a deletion request needs a method that works from the model "
@@ -187,10 +198,32 @@ def preflight(req: ForgetRequest) -> None:
     if ckpt.parent == Path(req.out).resolve():
         raise ParameterError(f"--out {req.out} holds the input checkpoint; write the request "
                              "to a new folder so the input is kept")
-    check_writable(Path(req.out))
+    if write:  # a dry run creates nothing
+        check_writable(Path(req.out))
 
 
 # ------------------------------------------------------------------ the request
+
+def describe(req: ForgetRequest) -> str:
+    """`forget --dry-run`: the resolved request, checked as `run_forget` checks it, with
+    nothing trained (classunlearn.bench.plan)."""
+    from classunlearn.bench.plan import describe_request
+    from classunlearn.methods import make_params
+    from classunlearn.train import Recipe
+
+    preflight(req, write=False)
+    meta = load_meta(Path(req.checkpoint))
+    if not meta.recipe:
+        raise ParameterError(f"{req.checkpoint} records no training recipe, so its references "
+                             "and shadow models cannot be trained the same way; train the "
+                             "model with `classunlearn train`")
+    _, before = _previous(req)
+    ds = load_dataset(meta.dataset, req.data_dir)
+    asked = parse_forget_classes(req.forget_classes, ds)
+    make_params(req.method, meta.dataset, req.params or None,
+                recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
+    return describe_request(req, ds, meta, tuple(sorted({*asked, *before})))
+
 
 def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> ForgetResult:
     """Unlearn, train what the audit misses (cached), audit, write the record. Returns the
@@ -233,8 +266,9 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
         raise ParameterError(f"class(es) {again} were forgotten by the previous request; ask "
                              "for other classes")
     split = ForgetSplit(ds, tuple(sorted({*asked, *before})))
-    cls, params = make_params(req.method, meta.dataset, None,
-                              recipe=Recipe.from_dict(meta.recipe))
+    cls, params = make_params(req.method, meta.dataset, req.params or None,
+                              recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
+    mia_feature, svc_feature = attack_features(req.readings, req.mia_feature)
     cache = Path(req.cache) if req.cache else out.resolve().parent / CACHE_NAME
     store = Store(cache)
     ctx = StudyContext(meta.dataset, req.data_dir, meta.model, dict(meta.model_kwargs),
@@ -286,7 +320,8 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
         return ulira_out[0]
 
     groups = list(METRIC_GROUPS) if req.shadows else [g for g in METRIC_GROUPS if g != "ulira"]
-    core = measure(split, logits, refs, groups, seed=0, ulira=ulira, runtime_s=run.wall_time_s)
+    core = measure(split, logits, refs, groups, mia_feature=mia_feature,
+                   svc_feature=svc_feature, seed=0, ulira=ulira, runtime_s=run.wall_time_s)
     if ulira_out:
         counts["computed"] += ulira_out[0].details.get("units_computed", 0)
         counts["reused"] += ulira_out[0].details.get("units_reused", 0)
@@ -326,6 +361,8 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
         "verdicts": verdicts,
         "evidence": evidence(split, original_logits, logits, refs, core, arrays),
         "audit": {"references": req.references, "shadows": req.shadows,
+                  "readings": req.readings, "mia_nn_feature": mia_feature,
+                  "svc_mia_feature": svc_feature,
                   "cache": str(cache), "units_computed": counts["computed"],
                   "units_reused": counts["reused"], "unavailable": core["unavailable"],
                   "ulira": {k: v for k, v in core["ulira_details"].items()

@@ -6,9 +6,9 @@ that "the paper's CIFAR-10 study" and "the largest study this laptop finishes in
 one flag each; every field is still overridden by its own flag (``--model``, ``--model-arg``,
 ``--epochs``, ``--seeds``, ``--references``, ``--shadows``, ``--subset``, ``--test-subset``).
 
-- ``paper``: ResNet-18 and the recipe of paper.md section 7 (SGD lr 0.1, momentum 0.9, weight
-  decay 5e-4, 200 epochs with a step schedule, batch 128, random crop and flip), 3 seeds, the
-  whole training set. For GPUs: about 200 x 50,000 images per model.
+- ``paper``: ResNet-18 and the recipe of docs/readings.md section 7 (SGD lr 0.1, momentum 0.9,
+  weight decay 5e-4, 200 epochs with a step schedule, batch 128, random crop and flip), 3 seeds,
+  the whole training set. For GPUs: about 200 x 50,000 images per model.
 - ``cpu``: a study of one forget class (every method, MIA-NN with 5 references, U-LiRA with
   16 shadows per side, 2 seeds) sized for an hour on the project's 2-core machine: a width-16
   CNN on a stratified 1,500-image subset, tested on 2,000 images. How it was chosen and what
@@ -40,7 +40,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("paper", "ResNet-18, paper.md section 7's recipe (200 epochs), 3 seeds; for GPUs",
+        Preset("paper", "ResNet-18, the recipe of docs/readings.md section 7 (200 epochs), "
+               "3 seeds; for GPUs",
                model="resnet18", model_kwargs={"width": 64},
                recipe=Recipe(epochs=200, batch_size=128, lr=0.1, momentum=0.9,
                              weight_decay=5e-4, schedule="step", augment="crop-flip"),

@@ -34,6 +34,12 @@ from classunlearn.render import (  # noqa: E402
 )
 
 ATTACK_NAMES = {"accuracy": "Accuracy", "mia_nn": "MIA-NN", "ulira": "U-LiRA"}
+ULIRA_VERDICT_NUMBERS = (
+    "Numbers: U-LiRA in-sample, the balanced accuracy at the best threshold over both "
+    "directions chosen on the same decisions (as in Hayes et al.; it reads above 50 even "
+    "for retrained models, hence the null), with its bootstrap interval, and the null's: "
+    "the same attack on retrain replayed on the same shadows. Not the cross-fitted "
+    "ulira metric below.")
 LOG_FLOOR = 1e-3  # zeros clipped to this on the log ROC panel
 
 
@@ -107,6 +113,8 @@ def _verdict_card(v: dict) -> Html:
                               v.get("passed") if "passed" in v else "na", v.get("rule")),
                    class_="big"),
                tag("p", "Rule: ", v.get("rule", "—"), class_="note"),
+               tag("p", ULIRA_VERDICT_NUMBERS, class_="note") if v.get("attack") == "ulira"
+               else "",
                definitions((k, _num(x)) for k, x in numbers.items()), class_="card")
 
 

@@ -1,4 +1,4 @@
-"""Shadow models for U-LiRA (paper.md section 4), trained as one stacked ensemble.
+"""Shadow models for U-LiRA (docs/readings.md section 4), trained as one stacked ensemble.
 
 U-LiRA needs N shadow models per configuration, each trained from scratch on a random
 half of the data. The contract of :func:`train_ensemble`: shadow model i is, to float
@@ -55,8 +55,8 @@ chunks of :func:`chunk_size` (given, or as many as :func:`memory_budget` allows 
 estimate of :func:`model_memory`). The same machinery unlearns the shadows: see
 ``methods.stacked``.
 
-``torch.compile`` is deliberately not used (design.md: it returned zero gradients on this
-CPU build).
+``torch.compile`` is deliberately not used (docs/readings.md section 10: it returned zero
+gradients on this CPU build).
 """
 
 from __future__ import annotations

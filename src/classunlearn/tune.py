@@ -99,6 +99,20 @@ def tunable_methods(specs: list[str]) -> list[str]:
     return [s for s in specs if is_tunable(s)]
 
 
+PAPER_METHODS = ("trw", "rwft", "trw-2r-budget", "trw-2r-oracle")
+"""The paper's own methods: ``bench --tune baselines`` leaves them at the budget their reading
+set gives them (docs/readings.md section 9) and tunes every other tunable method."""
+
+
+def is_paper_method(spec: str) -> bool:
+    return _cls(spec).name in PAPER_METHODS
+
+
+def grid_keys(spec: str) -> tuple[str, ...]:
+    """The keys tuning would choose for `spec` (none for a method that is never tuned)."""
+    return tuple(grid_for(spec)) if is_tunable(spec) else ()
+
+
 def _check_grid(spec: str, grid: dict) -> None:
     valid = {f.name for f in dataclasses.fields(_cls(spec).Params)}
     bad = [k for k in grid if k not in valid]

@@ -137,7 +137,11 @@ def recompute(record: dict, base: Path) -> dict:
         arrays["mask"] = arrays["mask"].astype(bool)
     groups = list(METRIC_GROUPS) if arrays is not None else [
         g for g in METRIC_GROUPS if g != "ulira"]
+    audit = record.get("audit", {})
+    # records before reading sets: the default features, which they were measured with
     core = measure(split, unlearned, refs, groups, seed=0,
+                   mia_feature=audit.get("mia_nn_feature"),
+                   svc_feature=audit.get("svc_mia_feature"),
                    ulira=lambda: stored_ulira(split, arrays, [unlearned, *refs]),
                    runtime_s=record["method"]["run_s"])
     before = [c["index"] for c in record["request"]["forgotten_before"]]

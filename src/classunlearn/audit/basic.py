@@ -1,4 +1,4 @@
-"""Accuracies and total-variation distance (paper.md section 5), over logits only."""
+"""Accuracies and total-variation distance (docs/readings.md section 5), over logits only."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def tv_distance(logits_a, logits_b) -> float:
 
 
 def tv_to_references(logits, reference_logits: Sequence) -> float:
-    """TV distance to the *mean* output distribution of the references (paper.md §5)."""
+    """TV distance to the *mean* output distribution of the references (docs/readings.md
+    section 5)."""
     if len(reference_logits) == 0:
         raise ParameterError("TV distance needs at least one reference model")
     p = softmax(_np(logits), axis=1)

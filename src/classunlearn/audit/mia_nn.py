@@ -5,7 +5,7 @@ retrained models confuse it with. An RBF SVM is trained, on test-split samples o
 tell f from nn from the model's outputs; its accuracy on held-out f samples (the share
 identified as f) is the score. A model under audit is judged against the spread of the
 same score among retrained reference models: leakage = |score - mean reference score|,
-and z = leakage / sd of the reference scores (``paper.md`` section 3).
+and z = leakage / sd of the reference scores (``docs/readings.md`` section 3).
 
 Pure functions: numpy arrays in, frozen dataclasses out; the folds are seeded.
 """
@@ -27,11 +27,11 @@ FEATURES: tuple[str, ...] = ("logits", "probs", "nn_prob", "labels")
 
 DEFAULT_FEATURE = "labels"
 DEFAULT_FOLDS = 5  # stratified folds of the SVM's cross-validation: each class needs this many
-"""Default feature kind, chosen by evidence (paper.md 3.5; docs/audit.md, produced by
-scripts/mia_nn_evidence.py): on digits, mnist-5k and mnist1d, with 6 retrained references
-per forget class, one-hot arg-max labels kept retrained models closest to their own spread
-(mean leave-one-out |z| 1.09) while separating the original, RL and GA from them best (their
-z exceeds a retrained model's in 97 % of pairs; probs and nn_prob 92 %, logits 84 %)."""
+"""Default feature kind, chosen by evidence (docs/readings.md section 3 item 5; docs/audit.md,
+produced by scripts/mia_nn_evidence.py): on digits, mnist-5k and mnist1d, with 6 retrained
+references per forget class, one-hot arg-max labels kept retrained models closest to their own
+spread (mean leave-one-out |z| 1.09) while separating the original, RL and GA from them best
+(their z exceeds a retrained model's in 97 % of pairs; probs and nn_prob 92 %, logits 84 %)."""
 
 _SCORE_KWARGS = frozenset({"feature", "folds", "repeats", "seed", "svm_c", "svm_gamma"})
 

@@ -5,7 +5,7 @@ An RBF support-vector classifier (C = 3, gamma = "auto", as in SalUn's code) lea
 feature of the model's output. It is then applied to the forget-train samples; the score is
 the share of them predicted "non-member", in percent. A retrained model should put D_f
 where it puts unseen data, so its score is the reference the other methods are compared
-with (see ``paper.md`` section 5).
+with (see ``docs/readings.md`` section 5).
 
 Pure function: numpy arrays in, a frozen dataclass out. The only randomness is the seeded
 subsample of members.
@@ -144,7 +144,8 @@ def svc_mia(
     Returns:
         :class:`SvcMiaResult` with the score in percent.
 
-    Readings (documented choices where SalUn/paper.md leave room):
+    Readings (documented choices where SalUn and the paper leave room; docs/readings.md
+    section 5):
         * When there are more members than non-members, a *random* seeded subset of members
           the size of the non-member set is used (SalUn takes the first ones); when there
           are fewer, all members are used and the non-members are not subsampled.

@@ -1,4 +1,4 @@
-"""U-LiRA for class unlearning (Hayes et al. 2024, class variant of ``paper.md`` section 4).
+"""U-LiRA for class unlearning (Hayes et al. 2024, class variant of ``docs/readings.md`` section 4).
 
 A per-example likelihood-ratio test that asks, for a model and a forget-class example x,
 whether the model was trained on x and then unlearned, or never trained on x. For every x
@@ -25,9 +25,23 @@ Three rules of ours (see ``docs/audit.md``, U-LiRA):
   same shadows at the same examples. Leaving out only the target reads as a reversed
   separation (its family's data is anti-correlated with its own); ``"paired"`` (one model
   of each kind left out) is the fallback for other masks.
-* Headline numbers are two-sided: a separation in the wrong direction (unlearned targets
-  look *more* retrained than retrained ones) is a separation too, and reads as far from 50
-  rather than as chance. The raw, signed values are kept next to them.
+* The headline numbers (the ``ulira`` and ``ulira_auc`` metrics) are cross-fitted
+  (``accuracy_held_out``, ``auc_held_out``): the target models are split in two folds by
+  index parity, the threshold and the direction are chosen on one fold and scored on the
+  other, and the two folds averaged, so no number is chosen on the decisions it scores
+  and an ideal unlearner reads near 50 whatever the number of shadows. They are two-sided
+  all the same: a separation in the
+  wrong direction (unlearned targets look *more* retrained than retrained ones) is learned
+  on one fold and reads above 50 on the other. The in-sample numbers (``accuracy_best``,
+  the two-sided best-threshold accuracy as in Hayes et al.'s tables, and the folded
+  ``auc``) choose threshold and direction on the very decisions they score, which reads
+  above 50 at chance (retrain, 8 shadows per side on digits, 2 seeds: 60.9 and 64.0 where
+  the cross-fitted numbers read 52.2 and 53.9, with a large per-seed spread); they are
+  kept for comparison with published tables, and the verdict's bootstrap uses the
+  in-sample accuracy (against a null computed the same way). Cross-fitting removes the
+  optimism of choosing on the scored decisions, not all chance structure: each fold's
+  targets are shadows of the other's, so strong model-level effects leave the folds
+  slightly correlated (docs/audit.md). The raw, signed values are kept next to them.
 
 Pure functions: arrays of phi (models x examples) in, frozen dataclasses or numbers out. No
 randomness is involved, so nothing needs a seed. Training the shadows is the caller's job.
@@ -111,18 +125,21 @@ class UliraResult:
     retrained target (every example). The two sides are weighted to weigh the same. The
     expected direction is "higher LLR = unlearned".
 
-    Two-sided (folded) headline numbers, 50 = chance, 100 = perfectly separated in either
-    direction (a separation in the reversed direction is a separation too):
+    In-sample, two-sided (folded) numbers, 50 = no separation, 100 = perfectly separated
+    in either direction (a separation in the reversed direction is a separation too); the
+    threshold and direction are chosen on the decisions scored, so they read above 50 at
+    chance (the headline is ``accuracy_held_out`` / ``auc_held_out``, below):
 
     Attributes:
         accuracy_best: balanced accuracy at the best threshold on the LLR, best over
             thresholds *and both directions*, % (= 50 + 50 max |TPR - FPR|; optimistic: the
-            threshold is chosen on the same decisions, as in Hayes et al.; see
-            ``accuracy_held_out``).
+            threshold is chosen on the same decisions, as in Hayes et al.; the
+            ``ulira_in_sample`` metric and the verdict's statistic).
         accuracy_at_zero: balanced accuracy at LLR threshold 0, folded: max(a, 100 - a) of
             the raw ``accuracy_at_zero_raw`` a (the better of "unlearned iff LLR > 0" and its
             inverse), %.
-        auc: area under the ROC curve, folded: 50 + |auc_raw - 50|, %.
+        auc: area under the ROC curve, folded: 50 + |auc_raw - 50|, % (the
+            ``ulira_auc_in_sample`` metric).
         tpr_at_1pct_fpr: true-positive rate at the largest threshold with FPR <= 1 %, with
             the scores oriented by ``direction`` (negated when "reversed"), %.
         roc_fpr: false-positive rates of the ROC curve, oriented by ``direction`` (its area
@@ -134,7 +151,7 @@ class UliraResult:
         n_negative: number of negative decisions (retrained target, example).
         variance: the variance mode asked for ("auto", "per_example" or "global").
 
-    Raw (signed, one-sided) values and the resolved settings:
+    Raw (signed, one-sided) values, the cross-fitted headline and the resolved settings:
 
     Attributes:
         direction: "expected" when auc_raw > 50 (unlearned targets get the higher LLRs),
@@ -146,8 +163,14 @@ class UliraResult:
         accuracy_held_out: two-fold cross-fitted balanced accuracy, %: target models are
             split by index parity (unlearned and retrained alike), the threshold *and* the
             direction are chosen on one fold and applied to the other, and the two accuracies
-            averaged. Not folded, not optimistic (near 50 or below at chance). None when a
-            side has fewer than 2 target models.
+            averaged. Not folded, no selection optimism (near 50 at chance, a single
+            attack may read below; see :func:`_cross_fitted`). The ``ulira`` headline
+            metric. None when a side has fewer than 2 target models.
+        auc_held_out: two-fold cross-fitted AUC, %, on the same folds: the direction is
+            the sign of one fold's raw AUC - 50 (ties: the expected direction), the other
+            fold's AUC is read in that orientation, and the two averaged. Near 50 at
+            chance. The ``ulira_auc`` headline metric. None when ``accuracy_held_out``
+            is.
         variance_in: the mode used for the IN side ("per_example" or "global").
         variance_out: the mode used for the OUT side.
         min_count_in: the smallest number of IN values of an example that any target saw
@@ -174,6 +197,7 @@ class UliraResult:
     accuracy_best_one_sided: float
     accuracy_at_zero_raw: float
     accuracy_held_out: float | None
+    auc_held_out: float | None
     variance_in: str
     variance_out: str
     min_count_in: int
@@ -464,11 +488,35 @@ def _best_rule(positive: np.ndarray, negative: np.ndarray) -> tuple[float, float
     return best[1], best[2]
 
 
-def _held_out_accuracy(pos_rows: list[np.ndarray], neg_rows: list[np.ndarray]) -> float | None:
-    """Two-fold cross-fitted balanced accuracy (%), folds = target index parity."""
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Signed AUC (%) of "higher score = positive" (ties count one half)."""
+    from sklearn.metrics import roc_auc_score
+
+    truth = np.concatenate([np.ones(positive.size), np.zeros(negative.size)])
+    return 100.0 * float(roc_auc_score(truth, np.concatenate([positive, negative])))
+
+
+def _cross_fitted(pos_rows: list[np.ndarray], neg_rows: list[np.ndarray]
+                  ) -> tuple[float, float] | None:
+    """Two-fold cross-fitted (balanced accuracy, AUC), both %, or None with fewer than 2
+    target models on a side (or a fold without a finite decision on a side).
+
+    The folds are the target models' index parity, unlearned and retrained alike (under
+    ``"pairs"`` the two targets of a pair fall in different folds, each with its partner of
+    the other kind). On each fold the rule is chosen on the *other* fold and applied to this
+    one: the accuracy's threshold and direction (:func:`_best_rule`), and the AUC's
+    direction (the sign of the other fold's raw AUC - 50, ties to the expected direction).
+    The two folds' values are averaged. Nothing is chosen on the decisions it is scored on,
+    so when the two sides come from one distribution neither number carries the in-sample
+    optimism, and a single attack may read below 50 (a direction learned on one fold that
+    the other does not share). Not quite 50 in expectation: each fold's targets are shadows
+    of the other fold's, so the folds share the chance difference between the two finite
+    sets of models (measured in docs/audit.md: a few tenths of a point with weak model
+    effects, up to about 3 at N = 8 with strong ones, against about 8 in-sample).
+    """
     if len(pos_rows) < 2 or len(neg_rows) < 2:
         return None
-    accuracies = []
+    accuracies, aucs = [], []
     for fold in (0, 1):
         fit_p, fit_n = _finite(pos_rows[1 - fold :: 2]), _finite(neg_rows[1 - fold :: 2])
         test_p, test_n = _finite(pos_rows[fold::2]), _finite(neg_rows[fold::2])
@@ -478,7 +526,9 @@ def _held_out_accuracy(pos_rows: list[np.ndarray], neg_rows: list[np.ndarray]) -
         tpr = float(np.mean(sign * test_p >= threshold))
         tnr = float(np.mean(sign * test_n < threshold))
         accuracies.append(50.0 * (tpr + tnr))
-    return float(np.mean(accuracies))
+        test_auc = _auc(test_p, test_n)
+        aucs.append(100.0 - test_auc if _auc(fit_p, fit_n) < 50.0 else test_auc)
+    return float(np.mean(accuracies)), float(np.mean(aucs))
 
 
 def _summarise(
@@ -512,6 +562,7 @@ def _summarise(
     tpr_low = 100.0 * float(np.max(o_tpr[o_fpr <= 0.01]))
     plot_fpr, plot_tpr, _ = _roc(sign * positive, sign * negative, drop=True)
     roc_fpr, roc_tpr = _thin(plot_fpr, plot_tpr)
+    crossed = _cross_fitted(pos_rows, neg_rows)
     return UliraResult(
         accuracy_best=accuracy_two_sided,
         accuracy_at_zero=50.0 + abs(accuracy_zero - 50.0),
@@ -528,7 +579,8 @@ def _summarise(
         auc_raw=auc_raw,
         accuracy_best_one_sided=accuracy_one_sided,
         accuracy_at_zero_raw=accuracy_zero,
-        accuracy_held_out=_held_out_accuracy(pos_rows, neg_rows),
+        accuracy_held_out=None if crossed is None else crossed[0],
+        auc_held_out=None if crossed is None else crossed[1],
         variance_in=modes[0],
         variance_out=modes[1],
         min_count_in=int(counts[0]),

@@ -16,7 +16,8 @@ reasons and the thresholds' evidence are in ``docs/audit.md``, "Verdicts"):
   alarms of retrained models (docs/audit.md, "How many references"): z >= 2 flags 13 to 34
   % of them at M = 2 to 5, z >= 3 flags 7 to 11 % at M = 5 and 12 to 21 % at M = 2 or 3.
 * U-LiRA (:func:`ulira_interval`, :func:`ulira_null`, :func:`ulira_verdict`): a bootstrap
-  interval for the two-sided best-threshold balanced accuracy (the ``ulira`` headline),
+  interval for the in-sample two-sided best-threshold balanced accuracy (the
+  ``ulira_in_sample`` metric, "U-LiRA in-sample"; not the cross-fitted ``ulira`` headline),
   resampling target models and, within them, examples, compared with the same interval for
   the null, the attack run with ``retrain`` as the method (two retrained sets read 52 to 57
   against each other on digits, not 50): "distinguishable" when the method's lower end is
@@ -246,7 +247,8 @@ class UliraInterval:
     """Bootstrap interval of U-LiRA's two-sided best-threshold balanced accuracy (%).
 
     Attributes:
-        point: the accuracy on all decisions (= ``UliraResult.accuracy_best`` of the rows).
+        point: the accuracy on all decisions (= ``UliraResult.accuracy_best`` of the rows,
+            the ``ulira_in_sample`` metric).
         low, high: the percentile interval's ends.
         level: its two-sided level (0.95: the 2.5 and 97.5 percentiles).
         n_boot: bootstrap resamples; seed: their seed.
@@ -346,8 +348,9 @@ def ulira_interval(
     Default: 1 when the sides have as many rows, else 0 (:func:`ulira_phi_interval` passes
     2 for ``"pairs"``).
 
-    The point estimate is the statistic on all decisions (the ``ulira`` headline, in-sample
-    threshold and direction), and every resample chooses its own threshold and direction,
+    The point estimate is the statistic on all decisions (the ``ulira_in_sample`` metric:
+    in-sample threshold and direction; not the cross-fitted ``ulira`` headline), and every
+    resample chooses its own threshold and direction,
     so the interval carries the same optimism as the point; compare it with a null computed
     the same way (:func:`ulira_null`), never with 50.
     """

@@ -48,11 +48,11 @@ from classunlearn.evaluate import (
 from classunlearn.table import markdown_table
 
 METRIC_GROUPS = ("accuracy", "tv", "svc_mia", "mia_nn", "ulira")
-# Keys of design.md's CLI contract, always present in the JSON's "metrics" (null = not
-# measured, with the reason in "unavailable").
+# Keys of the CLI contract (docs/readings.md section 10), always present in the JSON's
+# "metrics" (null = not measured, with the reason in "unavailable").
 CONTRACT_KEYS = ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-                 "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap",
-                 "runtime_s")
+                 "mia_nn", "mia_nn_gap", "mia_nn_z", "ulira", "ulira_auc", "ulira_in_sample",
+                 "tv", "avg_gap", "runtime_s")
 _GROUP_KEYS = {
     "accuracy": ("acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget",
                  "per_class_test_acc"),
@@ -432,8 +432,11 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
             raise CheckpointError(f"reference {path} was read by the oracle method that made "
                                   "this checkpoint; audit it against other retrained models "
                                   "(an oracle must not be judged by what it copied)")
-    mia_feature = getattr(args, "mia_feature", None)
-    svc_feature = getattr(args, "svc_feature", None)
+    from classunlearn.readings import attack_features
+
+    mia_feature, svc_feature = attack_features(getattr(args, "readings", None),
+                                               getattr(args, "mia_feature", None),
+                                               getattr(args, "svc_feature", None))
     seed = int(getattr(args, "seed", 0))
 
     logits = SplitLogits.of(model, split)  # once per model, reused by every metric
@@ -519,6 +522,9 @@ def measure(split: ForgetSplit, logits: SplitLogits, ref_logits: list[SplitLogit
             ref_metrics[i]["ulira_flagged"] = v
         if out.unavailable:
             unavailable["ulira"] = out.unavailable
+        elif out.metrics and out.metrics.get("ulira") is None:  # never the in-sample number
+            unavailable["ulira"] = ("the cross-fitted U-LiRA needs 2 target models with "
+                                    "decisions per side and fold; see ulira_in_sample")
     if runtime_s is not None and _finite(runtime_s):
         metrics["runtime_s"] = float(runtime_s)
     else:
@@ -548,7 +554,8 @@ def measure(split: ForgetSplit, logits: SplitLogits, ref_logits: list[SplitLogit
 _COLUMNS = [("Acc_r", "acc_retain"), ("Acc_f", "acc_forget"), ("TA_r", "test_acc_retain"),
             ("TA_f", "test_acc_forget"), ("SVC-MIA", "svc_mia"), ("MIA-NN", "mia_nn"),
             ("MIA-NN gap", "mia_nn_gap"), ("MIA-NN z", "mia_nn_z"), ("U-LiRA", "ulira"),
-            ("U-LiRA AUC", "ulira_auc"), ("U-LiRA flagged", "ulira_flagged"),
+            ("U-LiRA AUC", "ulira_auc"), ("U-LiRA in-sample", "ulira_in_sample"),
+            ("U-LiRA flagged", "ulira_flagged"),
             ("TV(T_f)", "tv"), ("Avg.Gap", "avg_gap")]
 
 
@@ -585,11 +592,15 @@ def render(result: dict, split: ForgetSplit) -> str:
                      "z = |score - refs' mean| / refs' sd (each reference row: against the "
                      "other references)")
     u = result["ulira_details"]
-    if m.get("ulira") is not None:
+    if m.get("ulira") is not None or m.get("ulira_in_sample") is not None:
         lines.append(f"U-LiRA: method {u['method']} ({u['method_source']}) replayed on "
                      f"{u['shadows']} shadow originals vs {u['shadows']} shadow retrains; "
-                     "balanced accuracy at the best threshold over both directions (50 = "
-                     "ideal; raw AUC and held-out accuracy in the JSON); 'flagged' = % of "
+                     "'U-LiRA' and 'U-LiRA AUC' are cross-fitted (threshold and direction "
+                     "chosen on one half of the target models, scored on the other; 50 = "
+                     "ideal); 'U-LiRA in-sample' is the balanced accuracy at the best "
+                     "threshold over both directions chosen on the same decisions, as in "
+                     "Hayes et al. (above 50 even for retrained models; the verdict's "
+                     "statistic); raw AUC in the JSON; 'flagged' = % of "
                      f"D_f the shadows call unlearned; units computed {u['units_computed']}, "
                      f"reused {u['units_reused']} (cache {u['cache']})")
     if m.get("avg_gap") is not None:
@@ -623,8 +634,8 @@ def verdict_line(v: dict) -> str:
                      f", TA_r >= {n['test_acc_retain_low']:.1f}")
     elif v["attack"] == "mia_nn":
         what = f"z {n['z']:.2f} with {n['n_references']} references"
-    else:
-        what = (f"{n['point']:.1f} [{n['low']:.1f}, {n['high']:.1f}] vs the null "
+    else:  # the in-sample statistic, not the cross-fitted U-LiRA column
+        what = (f"U-LiRA in-sample {n['point']:.1f} [{n['low']:.1f}, {n['high']:.1f}] vs the null "
                 f"{n['null_point']:.1f} [{n['null_low']:.1f}, {n['null_high']:.1f}]")
     scope = f" ({v['scope']})" if v.get("scope") else ""
     mark = {True: "PASS", False: "FAIL", None: "----"}[v["passed"]]

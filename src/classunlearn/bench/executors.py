@@ -67,7 +67,8 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
 def _init_worker() -> None:
     import torch
 
-    torch.set_num_threads(1)  # two 1-thread workers beat one 2-thread process (design.md)
+    # two 1-thread workers beat one 2-thread process (docs/readings.md section 10)
+    torch.set_num_threads(1)
     os.environ.setdefault("CLASSUNLEARN_PROGRESS", "0")
 
 

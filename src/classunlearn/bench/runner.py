@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from classunlearn._version import __version__
 from classunlearn.audit.basic import accuracy, avg_gap
 from classunlearn.audit.mia_nn import DEFAULT_FOLDS
+from classunlearn.audit.mia_nn import FEATURES as MIA_FEATURES
+from classunlearn.audit.svc_mia import FEATURES as SVC_FEATURES
 from classunlearn.audit.ulira import check_shadow_count
 from classunlearn.bench.executors import make_executor
 from classunlearn.bench.store import Store
@@ -63,8 +65,15 @@ from classunlearn.evaluate import (
 )
 from classunlearn.methods import make_params
 from classunlearn.models import build_model, canonical_model_name, model_source_sha256
+from classunlearn.readings import attack_features, get_readings
 from classunlearn.train import Recipe, default_recipe, override, show_progress
-from classunlearn.tune import apply_tuning, bench_tune_units, study_retain_warnings
+from classunlearn.tune import (
+    apply_tuning,
+    bench_tune_units,
+    grid_keys,
+    is_paper_method,
+    study_retain_warnings,
+)
 
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
 # worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
@@ -92,7 +101,15 @@ class BenchConfig:
     # --quick and epochs apply on top of it (study_recipe)
     recipe: dict | None = None
     method_params: dict[str, dict[str, str]] = field(default_factory=dict)
-    tune: bool = False  # --tune: choose lr/epochs per method first (classunlearn.tune)
+    # --tune: choose lr/epochs per method first (classunlearn.tune). True or "all": every
+    # tunable method; "baselines": all but the paper's own methods (TRW and its variants,
+    # RWFT), which keep the budget their reading set gives them
+    tune: bool | str = False
+    # the reading set (classunlearn.readings: "default" or "paper"); the two flags below win
+    # over its attack features
+    readings: str = "default"
+    mia_feature: str | None = None  # --mia-feature (MIA-NN's feature kind)
+    svc_feature: str | None = None  # --svc-feature (SVC-MIA's feature)
     out: str = "runs/bench"
     # --subset / --test-subset: train (test) on a stratified subset of that many images,
     # drawn with subset_seed; part of every unit key. None: the whole split
@@ -124,9 +141,16 @@ class BenchConfig:
                             f"references), got {self.references}")
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise UserError("--methods must list each method once, e.g. --methods trw,ft")
+        get_readings(self.readings)
+        for flag, value, allowed in (("--mia-feature", self.mia_feature, MIA_FEATURES),
+                                     ("--svc-feature", self.svc_feature, SVC_FEATURES)):
+            if value is not None and value not in allowed:
+                raise UserError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
+        if self.tune not in (False, True, "all", "baselines"):
+            raise UserError(f"--tune takes 'all' or 'baselines', got '{self.tune}'")
         for spec in self.methods:
             make_params(spec, self.dataset, self.method_params.get(spec),
-                        recipe=study_recipe(self))
+                        recipe=study_recipe(self), readings=self.readings)
         unused = sorted(set(self.method_params) - set(self.methods))
         if unused:
             raise UserError(f"--set names method(s) {unused} that this bench does not run; "
@@ -135,6 +159,10 @@ class BenchConfig:
             if n is not None and n < 1:
                 raise UserError(f"{flag} must be a positive number of images, got {n}")
         study_recipe(self)  # checks --epochs and the recipe
+
+    def attack_features(self) -> tuple[str, str]:
+        """(MIA-NN feature, SVC-MIA feature): the flags where given, else the reading set's."""
+        return attack_features(self.readings, self.mia_feature, self.svc_feature)
 
     def validate_data(self) -> None:
         """The data, the forget sets and the model, checked before any work starts, so bad
@@ -285,7 +313,9 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     originals = {s: original_key(ctx, s) for s in range(cfg.seeds)}
     refs = {j: reference_key(ctx, SEED_REFERENCE + j) for j in range(cfg.references)}
     specs = {spec: make_params(spec, ctx.dataset, cfg.method_params.get(spec),
-                               recipe=Recipe.from_dict(ctx.recipe)) for spec in cfg.methods}
+                               recipe=Recipe.from_dict(ctx.recipe), readings=cfg.readings)
+             for spec in cfg.methods}
+    mia_feature, svc_feature = cfg.attack_features()
     # An oracle reads retrained models of its own, never the yardstick's references.
     n_oracle = max((p.n_references for c, p in specs.values() if c.oracle), default=0)
     oracle_refs = {j: reference_key(ctx, SEED_ORACLE_REFERENCE + j) for j in range(n_oracle)}
@@ -302,7 +332,8 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     threads = ThreadPoolExecutor(1, thread_name_prefix="classunlearn-references")
     try:
         reference_audit = threads.submit(_reference_audit, ctx,
-                                         [_logit_arrays(done[k][0]) for k in refs.values()])
+                                         [_logit_arrays(done[k][0]) for k in refs.values()],
+                                         mia_feature)
         stage_shadows: list = []
         sh_orig, sh_ret = {}, {}
         if n_shadows:
@@ -340,7 +371,7 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
         done.update(run_units(store, executor, stage_b, counts, log, "unlearn"))
         started = time.perf_counter()
         out = _study_metrics(ctx, study, done, method_keys, replay_keys, sh_orig, sh_ret,
-                             reference_audit.result(), executor)
+                             reference_audit.result(), executor, (mia_feature, svc_feature))
         _retain_check(ctx, out, done, originals, tuned, log)
         counts.setdefault("stage_s", {}).setdefault("audit", 0.0)
         counts["stage_s"]["audit"] += time.perf_counter() - started
@@ -354,9 +385,23 @@ def _tune_study(cfg: BenchConfig, ctx: StudyContext, specs: dict, originals: dic
                 ) -> tuple[dict, dict]:
     """--tune: tune each tunable method on the seed-0 original (cached units), then give it
     the chosen values; explicit --set values win."""
-    units, keys = bench_tune_units(ctx, specs, originals[0], done[originals[0]][0])
+    explicit = {spec: tune_explicit(cfg, spec) for spec in specs}
+    chosen = {spec: v for spec, v in specs.items()
+              if not (cfg.tune == "baselines" and is_paper_method(spec))
+              and not set(grid_keys(spec)) <= set(explicit[spec])}
+    units, keys = bench_tune_units(ctx, chosen, originals[0], done[originals[0]][0])
     done.update(run_units(store, executor, units, counts, log, "tune"))
-    return apply_tuning(specs, done, keys, cfg.method_params, log)
+    tuned_specs, tuned = apply_tuning(chosen, done, keys, explicit, log)
+    return {**specs, **tuned_specs}, tuned
+
+
+def tune_explicit(cfg: BenchConfig, spec: str) -> dict:
+    """The values of `spec` that --tune must not change: its --set values and what the
+    reading set fixes (the paper's budget is the paper's, not a tuned one)."""
+    from classunlearn.methods import parse_spec
+
+    fixed = get_readings(cfg.readings).method_values(parse_spec(spec)[0].name)
+    return {**{k: str(v) for k, v in fixed.items()}, **cfg.method_params.get(spec, {})}
 
 
 def _retain_check(ctx: StudyContext, out: tuple, done: dict, originals: dict,
@@ -391,19 +436,19 @@ MIA_FOLD_SEED = 0
 """The bench scores MIA-NN with the same folds for every model and seed of a study."""
 
 
-def _reference_audit(ctx: StudyContext, ref_arrays: list[dict]) -> tuple:
+def _reference_audit(ctx: StudyContext, ref_arrays: list[dict], mia_feature: str) -> tuple:
     """(the references' arrays, their split logits, the nn class per forget class, their
     MIA-NN scores): what every (method, seed)'s audit compares against."""
     split, _ = ctx.load()
     ref_logits = [split_logits(a, split) for a in ref_arrays]
     nn = nn_classes(split, ref_logits)
     return (ref_arrays, ref_logits, nn,
-            reference_mia_scores(split, ref_logits, nn, mia_seed=MIA_FOLD_SEED))
+            reference_mia_scores(split, ref_logits, nn, mia_feature, mia_seed=MIA_FOLD_SEED))
 
 
 def _study_metrics(ctx: StudyContext, study: str, done: dict, method_keys: dict,
                    replay_keys: dict, sh_orig: dict, sh_ret: dict, reference: tuple,
-                   executor) -> tuple[dict, dict, list]:
+                   executor, features: tuple[str, str]) -> tuple[dict, dict, list]:
     """Every (method, seed)'s metrics and verdicts. Each is one `audit_one` task on the
     study's executor (the attacks fit many small models: the audit was the stage that ran
     on one core); the results are assembled in a fixed order, so the table does not depend
@@ -429,7 +474,7 @@ def _study_metrics(ctx: StudyContext, study: str, done: dict, method_keys: dict,
                        done[sh_ret[s]][0]["phi"], spec == "retrain")
         jobs.append((spec, s, info["runtime_s"]))
         tasks.append((audit_one, (ctx, _logit_arrays(arrays), ref_arrays, nn, ref_mia, s,
-                                  shadows)))
+                                  shadows, features)))
     results: dict[int, dict] = {}
     for i, res in tqdm(executor.run(tasks), total=len(tasks), desc="audit",
                        disable=not show_progress()):
@@ -466,7 +511,8 @@ def _logit_arrays(arrays: dict) -> dict:
 
 
 def audit_one(ctx: StudyContext, arrays: dict, ref_arrays: list[dict], nn: dict,
-              ref_mia: dict, seed: int, shadows: tuple | None) -> dict:
+              ref_mia: dict, seed: int, shadows: tuple | None,
+              features: tuple[str, str] = (None, None)) -> dict:
     """One (method, seed)'s audit: accuracies, TV, SVC-MIA and MIA-NN against the
     references, and, with `shadows` = (replay phi, shadow originals' mask, shadow retrains'
     phi, is_retrain), U-LiRA and its bootstrap interval: the null itself for the `retrain`
@@ -477,8 +523,8 @@ def audit_one(ctx: StudyContext, arrays: dict, ref_arrays: list[dict], nn: dict,
     lg = split_logits(arrays, split)
     ref_logits = [split_logits(a, split) for a in ref_arrays]
     m = basic_metrics(lg, split, ref_logits)
-    m.update(attack_metrics(lg, split, ref_logits, nn, seed=seed, reference_mia=ref_mia,
-                            mia_seed=MIA_FOLD_SEED))
+    m.update(attack_metrics(lg, split, ref_logits, nn, features[0], features[1], seed=seed,
+                            reference_mia=ref_mia, mia_seed=MIA_FOLD_SEED))
     out: dict = {"metrics": m,
                  "forget_probs": torch.softmax(lg.test_forget, 1).mean(0).tolist()}
     if shadows is not None:

@@ -16,8 +16,8 @@ from classunlearn.errors import UserError
 GAP_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
             "mia_nn", "ulira"]
 TABLE_KEYS = ["acc_retain", "acc_forget", "test_acc_retain", "test_acc_forget", "svc_mia",
-              "mia_nn", "mia_nn_z", "ulira", "ulira_auc", "tv", "avg_gap", "runtime_s",
-              "runtime_ratio"]
+              "mia_nn", "mia_nn_z", "ulira", "ulira_auc", "ulira_in_sample", "tv", "avg_gap",
+              "runtime_s", "runtime_ratio"]
 
 
 def _finite(v) -> float | None:
@@ -99,7 +99,7 @@ def ordered_methods(summary: dict) -> list[str]:
 
 
 HEADER = ["method", "Acc_r", "Acc_f", "TA_r", "TA_f", "SVC-MIA", "MIA-NN", "MIA-NN z",
-          "U-LiRA", "U-LiRA AUC", "TV", "Avg.Gap", "time s", "x retrain"]
+          "U-LiRA", "U-LiRA AUC", "U-LiRA in-sample", "TV", "Avg.Gap", "time s", "x retrain"]
 
 
 DROP_NOTE = ("[n/N]: only n of the N seeds that ran the method have a finite value (the "

@@ -1,4 +1,4 @@
-"""Datasets as tensors in memory, and the forget/retain split of paper.md section 1."""
+"""Datasets as tensors in memory, and the forget/retain split of docs/readings.md section 1."""
 
 from __future__ import annotations
 
@@ -285,7 +285,7 @@ def parse_forget_classes(forget: Sequence[int | str], dataset: Dataset) -> tuple
 
 @dataclass
 class ForgetSplit:
-    """D_f, D_r, T_f, T_r of paper.md section 1 for a set of forget classes.
+    """D_f, D_r, T_f, T_r of docs/readings.md section 1 for a set of forget classes.
 
     Holds index tensors into the dataset, so a split costs no copy of the data.
     """

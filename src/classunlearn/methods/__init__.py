@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import pkgutil
 import re
+from dataclasses import dataclass
 
 from classunlearn.errors import ParameterError
 from classunlearn.methods.base import (
@@ -68,17 +69,66 @@ def default_params(cls: type[Method], dataset: str | None = None,
     (``dataset_defaults``, chosen by scripts/tune_methods.py; epochs given there replace the
     share). An ``epoch_share`` is resolved into epochs against `recipe` (the dataset's
     default recipe when None), so the result runs as it is."""
-    overrides = {**getattr(cls, "recipe_budget", {}),
-                 **getattr(cls, "dataset_defaults", {}).get(dataset or "", {})}
-    if "epochs" in overrides and "epoch_share" in overrides:
-        del overrides["epoch_share"]
-    params = dataclasses.replace(cls.Params(), **overrides)
-    return resolve_epoch_share(params, recipe or default_recipe(dataset or ""))
+    return _layers(cls, dataset, recipe or default_recipe(dataset or ""), None, {}, {})[0]
 
 
-def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None,
-                recipe: Recipe | None = None) -> tuple[type[Method], MethodParams]:
-    """Resolve a spec plus `--set` strings into (method class, params).
+@dataclass(frozen=True)
+class ResolvedParams:
+    """A method spec resolved through every layer of defaults (:func:`resolve_params`).
+    ``sources`` names, for every parameter, the last layer that set it."""
+
+    cls: type[Method]
+    params: MethodParams
+    sources: dict[str, str]
+
+
+def _layers(cls: type[Method], dataset: str | None, recipe: Recipe, readings,
+            variant: dict[str, str], values: dict[str, str]
+            ) -> tuple[MethodParams, dict[str, str]]:
+    """The layers, lowest first: the registry's dataclass defaults, the method's budget
+    relative to the recipe (``recipe_budget``), its defaults for the dataset
+    (``dataset_defaults``), the epoch share resolved against the recipe, the reading set,
+    the variant in brackets, and the ``--set`` strings."""
+    params = cls.Params()
+    sources = {f: "registry" for f in params.to_dict()}
+
+    def apply(params: MethodParams, overrides: dict, source: str) -> MethodParams:
+        sources.update({k: source for k in overrides})
+        return dataclasses.replace(params, **overrides)
+
+    budget = dict(getattr(cls, "recipe_budget", {}))
+    per_dataset = dict(getattr(cls, "dataset_defaults", {}).get(dataset or "", {}))
+    if "epochs" in per_dataset:  # epochs given for the dataset replace the share
+        budget.pop("epoch_share", None)
+    params = apply(params, budget, "recipe budget")
+    params = apply(params, per_dataset, f"{dataset} defaults")
+    if getattr(params, "epoch_share", None) is not None:
+        share = params.epoch_share
+        params = resolve_epoch_share(params, recipe)
+        sources["epochs"] = f"{share:g} x the recipe's {recipe.epochs} epochs"
+    if readings is not None:
+        from classunlearn.readings import get_readings
+
+        r = get_readings(readings)
+        params = apply(params, r.method_values(cls.name), f"readings {r.name}")
+    explicit = {**variant, **values}
+    if explicit:
+        params = params_from_strings(cls, explicit, base=params)
+        sources.update({k: "variant" for k in variant})
+        sources.update({k: "--set" for k in values})
+        share = getattr(params, "epoch_share", None)
+        params = resolve_epoch_share(params, recipe, explicit=explicit)
+        if share is not None and "epoch_share" in explicit:
+            sources["epochs"] = f"--set epoch_share={share:g} x the recipe's {recipe.epochs}"
+    sources = {k: v for k, v in sources.items() if k in params.to_dict()}
+    return params, sources
+
+
+def resolve_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None,
+                   recipe: Recipe | None = None, readings=None) -> ResolvedParams:
+    """Resolve a spec plus `--set` strings into the method, its params and where each value
+    came from (:func:`_layers`; `readings`: a reading set's name or
+    :class:`~classunlearn.readings.Readings`, None = no reading layer).
 
     A method that retrains from scratch (``follows_recipe``: ``retrain``) takes its parameters
     from `recipe`, the recipe the original model was trained with, and from nowhere else: it
@@ -95,11 +145,19 @@ def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | 
             raise ParameterError(
                 f"{cls.name} needs the recipe the original model was trained with (the study's "
                 "recipe, or the checkpoint's sidecar); none was given")
-        return cls, cls.Params(**recipe.to_dict())
-    merged = {**variant, **(values or {})}
-    recipe = recipe or default_recipe(dataset or "")
-    params = params_from_strings(cls, merged, base=default_params(cls, dataset, recipe))
-    return cls, resolve_epoch_share(params, recipe, explicit=merged)
+        params = cls.Params(**recipe.to_dict())
+        return ResolvedParams(cls, params, {k: "the original's recipe" for k in params.to_dict()})
+    params, sources = _layers(cls, dataset, recipe or default_recipe(dataset or ""), readings,
+                              variant, dict(values or {}))
+    return ResolvedParams(cls, params, sources)
+
+
+def make_params(spec: str, dataset: str | None = None, values: dict[str, str] | None = None,
+                recipe: Recipe | None = None, readings=None
+                ) -> tuple[type[Method], MethodParams]:
+    """(method class, params) of :func:`resolve_params`."""
+    r = resolve_params(spec, dataset, values, recipe, readings)
+    return r.cls, r.params
 
 
 def resolve_epoch_share(params: MethodParams, recipe: Recipe, explicit: dict | None = None
@@ -128,6 +186,7 @@ __all__ = [
     "Method",
     "MethodParams",
     "RunContext",
+    "ResolvedParams",
     "RunRecord",
     "UnlearnData",
     "default_params",
@@ -136,4 +195,5 @@ __all__ = [
     "parse_spec",
     "register",
     "resolve_epoch_share",
+    "resolve_params",
 ]

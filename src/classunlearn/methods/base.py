@@ -48,7 +48,7 @@ from classunlearn.train import (
 
 @dataclass
 class UnlearnData:
-    """What a method may read: D_f and D_r of paper.md section 1, nothing else."""
+    """What a method may read: D_f and D_r of docs/readings.md section 1, nothing else."""
 
     x_forget: torch.Tensor | Images  # Images: uint8, normalised per batch by to_input
     y_forget: torch.Tensor
@@ -110,7 +110,8 @@ class MethodParams:
 
 @dataclass(frozen=True)
 class FinetuneParams(MethodParams):
-    """Optimiser settings shared by the fine-tuning methods (paper.md section 2 item 5)."""
+    """Optimiser settings shared by the fine-tuning methods (docs/readings.md section 2
+    item 5)."""
 
     epochs: int = 10
     lr: float = 0.01

@@ -3,7 +3,7 @@
 Warnecke et al., "Machine Unlearning of Features and Labels", NDSS 2023 (arXiv 2108.11577);
 the same baseline as Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020
 (arXiv 1911.04933), and Jia et al. 2023 (arXiv 2304.04934), whose code uses about 10
-epochs at lr 0.01-0.1 (paper.md section 6).
+epochs at lr 0.01-0.1 (docs/readings.md section 6).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from classunlearn.methods.base import Batch, FinetuneMethod, FinetuneParams, Run
 
 @dataclass(frozen=True)
 class FTParams(FinetuneParams):
-    """FT: plain SGD on D_r (defaults: 10 epochs, lr 0.01, as in paper.md section 6)."""
+    """FT: plain SGD on D_r (defaults: 10 epochs, lr 0.01, as in docs/readings.md section 6)."""
 
     epochs: int = 10
     lr: float = 0.01

@@ -10,11 +10,11 @@ from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnD
 
 @register
 class Original(Method):
-    """No-op baseline: θ_u = θ_o (paper.md section 6)."""
+    """No-op baseline: θ_u = θ_o (docs/readings.md section 6)."""
 
     name = "original"
     summary = "no unlearning: the original model, unchanged (baseline)"
-    source = "baseline of every unlearning paper (paper.md section 6)"
+    source = "baseline of every unlearning paper (docs/readings.md section 6)"
     Params = MethodParams
     needs_training = False
 

@@ -1,11 +1,11 @@
-"""Retrain: the gold standard every method is compared with (paper.md section 1).
+"""Retrain: the gold standard every method is compared with (docs/readings.md section 1).
 
 Not an unlearning method in the strict sense: it throws the original weights away,
 re-initialises every module of the same architecture under the run's seed and trains it
 from scratch on D_r with the recipe held in :class:`RetrainParams`. That recipe is the
 original model's own (``methods.make_params(..., recipe=...)``: the study's recipe in
 `bench`, the checkpoint's sidecar in `unlearn`), never a default of its own, so the result
-is the retrained model θ_r of paper.md section 1: the same procedure as the original
+is the retrained model θ_r of docs/readings.md section 1: the same procedure as the original
 (``build_model`` under a seed, then ``train.train_model`` under the same seed; for the
 registry's models re-initialising under a seed gives the same weights as building under
 it), on D_r, from a fresh seed.
@@ -59,11 +59,12 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
 
 @register
 class Retrain(Method):
-    """Retraining from scratch on D_r (the reference of paper.md section 1)."""
+    """Retraining from scratch on D_r (the reference of docs/readings.md section 1)."""
 
     name = "retrain"
     summary = "retrain from scratch on D_r with the original's training recipe (gold standard)"
-    source = "the exact-unlearning reference (paper.md section 1; e.g. Bourtoule et al. 2021)"
+    source = ("the exact-unlearning reference (docs/readings.md section 1; e.g. Bourtoule et al. "
+              "2021)")
     Params = RetrainParams
     follows_recipe = True
 

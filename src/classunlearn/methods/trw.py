@@ -1,4 +1,4 @@
-"""TRW (Tilted ReWeighting) and RWFT, the paper's method (paper.md section 2).
+"""TRW (Tilted ReWeighting) and RWFT, the paper's method (docs/readings.md section 2).
 
 Ebrahimpour-Boroojeny, Wang, Sundaram, "On the Necessity of Output Distribution
 Reweighting for Effective Class Unlearning", arXiv 2506.20893 (v1 names the method RWFT,
@@ -38,7 +38,7 @@ SIMILARITY_SOURCES = ("weights", "logits", "features", "confusion")
 
 @dataclass(frozen=True)
 class TRWParams(FinetuneParams):
-    """TRW hyperparameters. Readings of the paper (paper.md section 2) are marked."""
+    """TRW hyperparameters. Readings of the paper (docs/readings.md section 2) are marked."""
 
     # Reading: where class similarity comes from. 'weights' is the paper's reading (rows of
     # the final linear layer); 'confusion' (mean renormalised original probabilities over
@@ -174,8 +174,8 @@ def class_similarity(model: nn.Module, data: UnlearnData, source: str = "confusi
                      ) -> dict[int, torch.Tensor]:
     """s for each forget class: a (K,) distribution over the remaining classes.
 
-    Sources (paper.md section 2): 'weights' = rows of the final linear layer; 'logits' /
-    'features' = class-mean logits / penultimate features of the model over D;
+    Sources (docs/readings.md section 2 item 2): 'weights' = rows of the final linear layer;
+    'logits' / 'features' = class-mean logits / penultimate features of the model over D;
     'confusion' = mean of p̄ over the class's forget samples (no PCA, no τ). `head` names
     the output layer for 'weights' and 'features' (see :func:`models.final_linear`)."""
     k = data.num_classes

@@ -1,12 +1,12 @@
 """Two explicit readings of TRW-2R, which the paper lists as its fastest method but never
-defines (paper.md section 2, "Variants"). Neither is the paper's definition.
+defines (docs/readings.md section 2, "Variants"). Neither is the paper's definition.
 
 * ``trw-2r-budget``: TRW on a reduced budget, few epochs over a seeded retain subsample
   (the reading "2R = a cheaper run"). An ordinary method: it reads D_f and D_r only.
 * ``trw-2r-oracle`` (ORACLE): TRW whose class similarity s is the mean softmax of the
   forget samples under 2 retrained reference models (forget classes removed, renormalised),
   the reading "2R = 2 retrained models". It reads θ_r, which an unlearning method may not
-  (paper.md section 1), so it is an oracle and is labelled so everywhere.
+  (docs/readings.md section 1), so it is an oracle and is labelled so everywhere.
 
 Both build on TRW: Ebrahimpour-Boroojeny et al., "On the Necessity of Output Distribution
 Reweighting for Effective Class Unlearning", arXiv 2506.20893.
