@@ -92,59 +92,84 @@ def mia_verdicts(verdicts: dict, study: str, method: str, seeds: list[int]) -> s
     return "/".join(short.get(v["verdict"], v["verdict"]) if v else "-" for v in found)
 
 
-def study_tables(study: str, values: dict, verdicts: dict) -> list[str]:
+def claim_lines(rows: dict, forgetting: list[str], mia: dict[str, list[str]]) -> list[str]:
+    """The three claims from per-method gap lists (`rows`: method -> {ulira, mia_nn,
+    prior: [per (study, seed) gaps]}), the baselines that forget, and each method's MIA-NN
+    verdicts."""
+    baselines = [m for m in rows if m not in NOT_BASELINES]
+    all_leak = [m for m in baselines if mia[m] and set(mia[m]) == {"leaks"}]
+    some = [m for m in baselines if "leaks" in mia[m]]
+    lines = [f"- Claim 1 (existing methods leak under MIA-NN): {len(all_leak)} of "
+             f"{len(baselines)} baselines leak in every seed ({', '.join(all_leak) or '-'})"
+             f"; {len(some)} in at least one ({', '.join(some) or '-'})."]
+    if "trw" not in rows or not forgetting:
+        lines.append("- No baseline forgets in every seed: claims 2 and 3 cannot be judged."
+                     if not forgetting else "- TRW was not run: claims 2 and 3 not judged.")
+        return lines
+    for key, label in (("ulira", "U-LiRA"), ("mia_nn", "MIA-NN")):
+        have = [m for m in forgetting if rows[m][key]]
+        if not have or not rows["trw"][key]:
+            continue
+        best = min(have, key=lambda m: np.mean(rows[m][key]))
+        b, t = np.mean(rows[best][key]), np.mean(rows["trw"][key])
+        red = 100.0 * (1 - t / b) if b > 0 else float("nan")
+        claim = CLAIMED[key]
+        lines.append(
+            f"- Claim 2, {label}: TRW's gap to retrain {ms(rows['trw'][key])} against the "
+            f"best forgetting baseline's ({best}) {ms(rows[best][key])}: a cut of "
+            f"**{red:+.0f}%** (claimed {claim:.0f}%: "
+            f"{'holds' if red >= claim else 'does not hold'})"
+            + (f"; RWFT's gap {ms(rows['rwft'][key])}" if "rwft" in rows else "") + ".")
+    best = min(forgetting, key=lambda m: np.mean(rows[m]["prior"]))
+    b, t = rows[best]["prior"], rows["trw"]["prior"]
+    sd = float(np.std(b)) if len(b) > 1 else 0.0
+    verdict = ("beats" if np.mean(t) < np.mean(b) else
+               "matches" if np.mean(t) <= np.mean(b) + sd else "does not match")
+    lines.append(f"- Claim 3 (prior metrics): TRW's prior gap {ms(t)} against the best "
+                 f"forgetting baseline's ({best}) {ms(b)}: TRW **{verdict}** it.")
+    return lines
+
+
+def study_rows(values: dict, verdicts: dict, study: str):
+    """(table lines, per-method gaps, forgetting baselines, MIA-NN verdicts) of one study."""
     per = values[study]
     retrain = per.get("retrain", {})
     seeds = sorted(retrain)
     lines = [f"#### {study}", "",
              "| method | forgets | prior gap | MIA-NN z | MIA-NN verdicts | MIA-NN gap | "
              "U-LiRA | U-LiRA gap |", "|---|---|---:|---:|---|---:|---:|---:|"]
-    rows = {}
+    rows, mia = {}, {}
     for method, by_seed in per.items():
         if method == "original":
             continue
         g = gaps(by_seed, retrain)
         rows[method] = g
+        mia[method] = mia_verdicts(verdicts, study, method, seeds).split("/")
         z = [m["mia_nn_z"] for m in by_seed.values() if "mia_nn_z" in m]
         u = [m["ulira"] for m in by_seed.values() if "ulira" in m]
         lines.append(f"| {method} | {'yes' if forgets(verdicts, study, method, seeds) else 'NO'}"
-                     f" | {ms(g['prior'])} | {ms(z)} | "
-                     f"{mia_verdicts(verdicts, study, method, seeds)} | {ms(g['mia_nn'])} | "
-                     f"{ms(u)} | {ms(g['ulira'])} |")
-    lines.append("")
-    baselines = [m for m in rows if m not in NOT_BASELINES]
-    forgetting = [m for m in baselines if forgets(verdicts, study, m, seeds)]
-    leak = [m for m in baselines if "leaks" in mia_verdicts(verdicts, study, m, seeds)]
-    all_leak = [m for m in baselines
-                if set(mia_verdicts(verdicts, study, m, seeds).split("/")) == {"leaks"}]
-    lines.append(f"- Claim 1 (existing methods leak under MIA-NN): {len(all_leak)} of "
-                 f"{len(baselines)} baselines leak in every seed ({', '.join(all_leak) or '-'})"
-                 f"; {len(leak)} in at least one.")
-    if "trw" in rows and forgetting:
-        for key, label in (("ulira", "U-LiRA"), ("mia_nn", "MIA-NN")):
-            have = [m for m in forgetting if rows[m][key]]
-            if not have or not rows["trw"][key]:
-                continue
-            best = min(have, key=lambda m: np.mean(rows[m][key]))
-            b, t = np.mean(rows[best][key]), np.mean(rows["trw"][key])
-            red = 100.0 * (1 - t / b) if b > 0 else float("nan")
-            claim = CLAIMED[key]
-            lines.append(
-                f"- Claim 2, {label}: TRW's gap to retrain {ms(rows['trw'][key])} against the "
-                f"best forgetting baseline's ({best}) {ms(rows[best][key])}: a reduction of "
-                f"**{red:.0f}%** (claimed {claim:.0f}%; "
-                f"{'holds' if red >= claim else 'does not hold'}).")
-        best = min(forgetting, key=lambda m: np.mean(rows[m]["prior"]))
-        b, t = rows[best]["prior"], rows["trw"]["prior"]
-        sd = float(np.std(b)) if len(b) > 1 else 0.0
-        verdict = ("beats" if np.mean(t) < np.mean(b) else
-                   "matches" if np.mean(t) <= np.mean(b) + sd else "does not match")
-        lines.append(f"- Claim 3 (prior metrics): TRW's prior gap {ms(t)} against the best "
-                     f"forgetting baseline's ({best}) {ms(b)}: TRW **{verdict}** it.")
-    if not forgetting:
-        lines.append("- No baseline forgets in every seed: claims 2 and 3 cannot be judged.")
-    lines.append("")
-    return lines
+                     f" | {ms(g['prior'])} | {ms(z)} | {'/'.join(mia[method])} | "
+                     f"{ms(g['mia_nn'])} | {ms(u)} | {ms(g['ulira'])} |")
+    forgetting = [m for m in rows if m not in NOT_BASELINES
+                  and forgets(verdicts, study, m, seeds)]
+    return lines, rows, forgetting, mia
+
+
+def dataset_lines(values: dict, verdicts: dict) -> list[str]:
+    out, pooled, pooled_mia, forgetting_everywhere = [], {}, {}, None
+    for study in values:
+        lines, rows, forgetting, mia = study_rows(values, verdicts, study)
+        out += lines + [""] + claim_lines(rows, forgetting, mia) + [""]
+        for m, g in rows.items():
+            for k, v in g.items():
+                pooled.setdefault(m, {}).setdefault(k, []).extend(v)
+            pooled_mia.setdefault(m, []).extend(mia[m])
+        forgetting_everywhere = (set(forgetting) if forgetting_everywhere is None
+                                 else forgetting_everywhere & set(forgetting))
+    if len(values) > 1:
+        out += ["#### every study and seed pooled", ""]
+        out += claim_lines(pooled, sorted(forgetting_everywhere or []), pooled_mia) + [""]
+    return out
 
 
 def main(out: Path) -> None:
@@ -155,8 +180,7 @@ def main(out: Path) -> None:
                 continue
             values, verdicts = found
             print(f"### {name}, `--readings {readings}`\n")
-            for study in values:
-                print("\n".join(study_tables(study, values, verdicts)))
+            print("\n".join(dataset_lines(values, verdicts)))
 
 
 if __name__ == "__main__":

@@ -28,13 +28,14 @@ run() {  # NAME READINGS BENCH-ARGS...
 # references, the fewest for a MIA-NN "leaks" verdict. TRW-2R and the other similarity
 # sources are left out: the claims are about TRW against the existing methods.
 METHODS=retrain,original,ft,rl,ga,bs,be,l1-sparse,salun,scrub,ssd,unsir,rwft,trw
-for readings in default paper; do
+# ONLY=small or ONLY=cifar10 runs one part (e.g. the two in parallel)
+[ "${ONLY:-}" != cifar10 ] && for readings in default paper; do
   run digits "$readings" --dataset digits --methods "$METHODS" --seeds 3 --references 5
   run mnist-5k "$readings" --dataset mnist-5k --methods "$METHODS" --seeds 2 --references 5
 done
 # CIFAR-10, the `cpu` preset: no tuned defaults for imagefolder, so the baselines are tuned
 # (--tune baselines); TRW and RWFT keep their reading set's budget.
-if [ -n "$CIFAR" ]; then
+if [ -n "$CIFAR" ] && [ "${ONLY:-}" != small ]; then
   for readings in default paper; do
     run cifar10 "$readings" --dataset imagefolder --data-dir "$CIFAR" --preset cpu \
       --forget-class automobile cat --methods "$METHODS" --tune baselines

@@ -88,7 +88,8 @@ def _layers(cls: type[Method], dataset: str | None, recipe: Recipe, readings,
     """The layers, lowest first: the registry's dataclass defaults, the method's budget
     relative to the recipe (``recipe_budget``), its defaults for the dataset
     (``dataset_defaults``), the epoch share resolved against the recipe, the reading set,
-    the variant in brackets, and the ``--set`` strings."""
+    the variant in brackets, and the ``--set`` strings. Fields a method takes from the recipe
+    (``recipe_fields``) come first, above the registry's."""
     params = cls.Params()
     sources = {f: "registry" for f in params.to_dict()}
 
@@ -96,6 +97,9 @@ def _layers(cls: type[Method], dataset: str | None, recipe: Recipe, readings,
         sources.update({k: source for k in overrides})
         return dataclasses.replace(params, **overrides)
 
+    from_recipe = {f: getattr(recipe, f) for f in getattr(cls, "recipe_fields", ())}
+    if from_recipe:  # EU-k: its fresh layers train with the original's recipe
+        params = apply(params, from_recipe, "the original's recipe")
     budget = dict(getattr(cls, "recipe_budget", {}))
     per_dataset = dict(getattr(cls, "dataset_defaults", {}).get(dataset or "", {}))
     if "epochs" in per_dataset:  # epochs given for the dataset replace the share

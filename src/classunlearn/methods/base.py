@@ -250,11 +250,20 @@ class FinetuneMethod(Method):
     # weight trains. Gradients are multiplied by it, and False entries are restored after
     # every step (weight decay and momentum never move them).
     mask: dict[str, torch.Tensor] | None = None
+    # Set by `prepare` to keep parts of the model in eval mode while it fine-tunes: dotted
+    # submodule names whose own ``training`` flag is cleared after ``model.train()`` (not
+    # their children's). EU-k and CF-k list their frozen layers, so batch-norm statistics
+    # there never change. None: the whole model trains (every other method).
+    eval_modules: list[str] | None = None
     # The default budget relative to the recipe the model was trained with, e.g.
     # {"epoch_share": 0.5, "retain_fraction": 0.1}: make_params (bench, CLI, API) applies it
     # on every dataset, under any ``dataset_defaults``; chosen on the cost-privacy frontier
     # (docs/performance.md section 8). Empty: the Params dataclass's epochs as they are.
     recipe_budget: ClassVar[dict[str, float]] = {}
+    # Fields make_params copies from the recipe the model was trained with (below the
+    # budget and the per-dataset defaults), e.g. EU-k's ("lr", "momentum", ...): its fresh
+    # layers train as a retrain would. Empty: none.
+    recipe_fields: ClassVar[tuple[str, ...]] = ()
     # The learning-rate schedule advances once per epoch (over `epochs`) instead of once
     # per step (over all the run's steps).
     lr_per_epoch: ClassVar[bool] = False
@@ -348,6 +357,8 @@ class FinetuneMethod(Method):
         mask = self.mask
         frozen = {n: p.detach().clone() for n, p in model.named_parameters()} if mask else {}
         model.train()
+        for name in self.eval_modules or ():
+            model.get_submodule(name).training = False  # this module only
         for ctx.epoch in tqdm(range(params.epochs), desc=self.name, unit="ep", leave=False,
                               disable=not show_progress()):
             for idx in self.batches_of_epoch(n_forget, len(x), params, ctx):

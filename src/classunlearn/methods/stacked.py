@@ -16,7 +16,8 @@ other models, and ``shadows._StackedOptimizer``). Model i takes exactly the step
   (:class:`ModelView`) that returns model i's slice of the stacked logits and weights.
 
 A method that needs more than that (``run``, ``trainable`` or ``after_step`` overridden,
-``loss`` calling the model on other inputs) or a model neither engine can run raises
+``loss`` calling the model on other inputs, layers kept in eval mode (``eval_modules``) on
+a model only the vmap engine runs) or a model neither engine can run raises
 :class:`Unstackable`; ``FinetuneMethod.unlearn_many`` then runs the loop instead.
 The models are held `chunk` at a time (``shadows.chunk_size``) so that memory stays bounded.
 """
@@ -116,6 +117,11 @@ def _fit(method: FinetuneMethod, runs: list[FinetuneMethod], works: list[nn.Modu
         net = _build_net(works, shape, dev, None)
     except _Unsupported as e:
         raise Unstackable(str(e)) from None
+    if isinstance(net, _VmapNet) and any(r.eval_modules for r in runs):
+        # the vmap engine runs every layer in training mode (batch norm updates its
+        # statistics); the interpreter's layers behave the same in both modes
+        raise Unstackable("it keeps frozen layers in eval mode, which the vmap engine "
+                          "cannot")
     weights = _stack_params(works, net, dev)
     if isinstance(net, _VmapNet):
         try:
