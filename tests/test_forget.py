@@ -60,7 +60,9 @@ def test_record_shape_and_files(first):
     assert len(r["files"]["references"]) == 5
     assert r["files"]["data"] == {} and len(r["dataset"]["fingerprint"]) == 64  # embedded
     assert r["method"]["name"] == "rwft" and r["method"]["run_s"] > 0
-    assert r["method"]["ratio_to_retrain"] > 0
+    assert r["method"]["retrain_s"] > 0 and "ratio_to_retrain" not in r["method"]  # #26
+    assert r["files"]["original"]["path"] == "../orig.safetensors"  # relative: movable
+    assert len(r["seal"]["sha256"]) == 64 and "request.note" in r["seal"]["fields"]
     m = r["metrics"]["acc_forget"]
     assert m["value"] == 0.0 and len(m["references"]) == 5
     assert "acc_forget_class_3" in r["metrics"] and "ulira" in r["metrics"]

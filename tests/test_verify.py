@@ -1,7 +1,8 @@
 """`classunlearn verify` on a request over a real data file (a .npz of five digit classes
 written here, so the record names a data file): an untouched record verifies; tampering with
 the data file, the original, the unlearned model, a reference, the stored U-LiRA scores or a
-number of the record itself exits 1 naming it; bad input exits 2."""
+number of the record itself exits 1 naming it (an edit of the record breaks its seal first);
+bad input exits 2."""
 
 from __future__ import annotations
 
@@ -92,8 +93,11 @@ def test_edited_number_fails(request_dir, capsys, edit, where):
         r = json.loads(kept)
         edit(r)
         record.write_text(json.dumps(r, indent=2))
-        assert main(["verify", str(record), "--hashes-only"]) == 0  # files are intact
-        capsys.readouterr()
+        # the files are intact, but the seal names the edited field (issue #26)...
+        assert main(["verify", str(record), "--hashes-only"]) == 1
+        out = capsys.readouterr().out
+        assert "sealed it" in out and f"{where.split('.')[0].split('[')[0]}" in out, out
+        # ...and the full run also names the number that does not reproduce
         assert main(["verify", str(record)]) == 1
         out = capsys.readouterr().out
         assert f"{where}: recorded" in out and "recomputed" in out, out
@@ -107,4 +111,4 @@ def test_bad_input_exits_2(request_dir, tmp_path, capsys):
     other.write_text(json.dumps({"schema": "something else"}))
     assert main(["verify", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "is not a classunlearn.record/1 record" in err and "Traceback" not in err
+    assert "is not a classunlearn.record/2 record" in err and "Traceback" not in err

@@ -10,6 +10,7 @@ model (``MODULE:FUNCTION``) it also holds the SHA-256 of the model's source file
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -69,6 +70,27 @@ def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+FILE_MODE = 0o666
+"""Every output file (checkpoints, sidecars, records, reports, results.db) is created with
+mode 0666 less the process's umask, as any file a program writes (0644 under the usual
+umask 022): readable by whoever may read the folder. Tighten with ``umask 077``."""
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only
+    be read by setting it, which would race with threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
     _atomic_write_all([(path, data)])
@@ -84,6 +106,7 @@ def _atomic_write_all(files: list[tuple[Path, bytes]]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             tmps.append(tmp)
+            os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes 0600; outputs follow umask
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
         for (path, _), tmp in zip(files, tmps, strict=True):
@@ -254,7 +277,12 @@ def check_model_file(meta: CheckpointMeta, path: Path | str) -> None:
     try:
         src = model_source(meta.model)
     except ParameterError as e:
-        raise CheckpointError(f"{path} needs its model '{meta.model}': {e}") from None
+        file = meta.model.rsplit(":", 1)[0]
+        raise CheckpointError(
+            f"{path} needs the file of its plug-in model '{meta.model}' "
+            f"({str(e).split('; ')[0]}); put {file} "
+            f"back where it was (SHA-256 {meta.model_source_sha256[:12]}...), or retrain with "
+            "`classunlearn train --model PATH.py:FUNCTION` to use a model elsewhere") from None
     assert src is not None
     if src.sha256 != meta.model_source_sha256:
         raise CheckpointError(
@@ -264,7 +292,19 @@ def check_model_file(meta: CheckpointMeta, path: Path | str) -> None:
             f"{meta.model}` to use the changed model")
 
 
+def _first(names: list[str], n: int = 6) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def check_matches_dataset(meta: CheckpointMeta, dataset: Dataset, path: Path | str) -> None:
+    if (meta.class_names != dataset.class_names and sorted(meta.class_names)
+            == sorted(dataset.class_names) and meta.dataset == dataset.name):
+        raise CheckpointError(
+            f"{path} orders the classes of '{meta.dataset}' differently from the data "
+            f"(checkpoint: {_first(meta.class_names)}; data: {_first(dataset.class_names)}), "
+            "so its class indices mean other "
+            "classes; numeric class folders are now ordered by number: retrain the model with "
+            "`classunlearn train`")
     if meta.class_names != dataset.class_names or list(meta.input_shape) != list(
         dataset.input_shape
     ):

@@ -21,6 +21,36 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown argument points at the command's own help."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            cmd = getattr(ns, "command", None)
+            prog = f"{self.prog} {cmd}" if cmd else self.prog
+            raise UserError(f"unrecognized arguments: {' '.join(extras)} (see `{prog} "
+                            "--help`)")
+        return ns
+
+
+def _seed(text: str) -> int:
+    """--seed: an integer in 0..2**32-1 (numpy and torch both take it)."""
+    from classunlearn.forget import SEED_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise ParameterError(f"--seed expects an integer, got '{text}'") from None
+    if not 0 <= value <= SEED_MAX:
+        raise ParameterError(f"--seed must be an integer in 0..{SEED_MAX}, got {value}")
+    return value
+
+
+def _print_classes(indices, class_names, what: str = "forget classes") -> None:
+    """Every command shows the classes it resolved, as `index (name)`, before any work."""
+    from classunlearn.data import describe_classes
+
+    print(f"{what}: {describe_classes(indices, class_names)}", flush=True)
+
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -113,7 +143,8 @@ def _dataset(name: str, data_dir: str | None):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from classunlearn.checkpoint import CheckpointMeta, save_checkpoint
-    from classunlearn.data import DATASETS, ForgetSplit
+    from classunlearn.data import DATASETS, ForgetSplit, check_data_dir
+    from classunlearn.errors import TrainingDiverged
     from classunlearn.models import (
         build_model,
         canonical_model_name,
@@ -125,6 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_checkpoint_out(out, [])
     check_device(args.device)
+    check_data_dir(args.dataset, args.data_dir)
     ds = _dataset(args.dataset, args.data_dir)
     model_name = canonical_model_name(args.model or DATASETS[args.dataset].default_model)
     source_sha = model_source_sha256(model_name)  # plug-in models: their file's hash
@@ -136,10 +168,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         split = ForgetSplit.make(ds, args.exclude_class)
         x, y = split.part("train_retain")
         excluded = list(split.forget_classes)
+        _print_classes(excluded, ds.class_names, "excluded classes")
     model = build_model(model_name, ds.input_shape, ds.num_classes, seed=args.seed,
                         **model_kwargs)
-    model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
-                        desc=f"train {model_name}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ParameterError(f"model '{model_name}' has no trainable parameters, so there is "
+                             "nothing to train; give the model at least one nn.Parameter")
+    try:
+        model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
+                            desc=f"train {model_name}")
+    except TrainingDiverged as e:  # its hint names `--set`, which train does not take
+        raise TrainingDiverged(f"{str(e).split('; lower')[0]}; lower the learning rate (--lr, "
+                               f"now {recipe.lr:g}) or the number of epochs (--epochs)"
+                               ) from None
     check_model_source(model_name, source_sha)  # the file did not change while training
     meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
                           input_shape=list(ds.input_shape), model=model_name,
@@ -160,10 +201,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_checkpoint_out(out, [args.checkpoint, *(args.reference or [])])
     check_device(args.device)
+    from classunlearn.data import check_data_dir
+
     meta = load_meta(args.checkpoint)
+    check_data_dir(meta.dataset, args.data_dir)
     ds = _dataset(meta.dataset, args.data_dir)
     model, meta = load_checkpoint(args.checkpoint, ds)
     split = ForgetSplit.make(ds, args.forget_class)
+    _print_classes(split.forget_classes, ds.class_names)
     cls, _ = parse_spec(args.method)
     if cls.follows_recipe and not meta.recipe:
         raise ParameterError(f"{args.checkpoint} records no training recipe, so `retrain` "
@@ -193,8 +238,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         meta.method["references"] = ref_records
     meta.parent_sha256 = parent
     save_checkpoint(unlearned, meta, out)
+    from classunlearn.data import describe_classes
+
     tag = " (ORACLE)" if cls.oracle else ""
-    print(f"wrote {out}: {cls.name}{tag} forgot {list(split.forget_classes)} in "
+    print(f"wrote {out}: {cls.name}{tag} forgot "
+          f"{describe_classes(split.forget_classes, ds.class_names)} in "
           f"{record.wall_time_s:.2f} s ({record.steps} steps)")
     return 0
 
@@ -207,13 +255,32 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         from classunlearn.checkpoint import check_writable
 
-        check_writable(Path(args.json))
+        target = Path(args.json)
+        if target.is_dir():
+            raise ParameterError(f"--json {target} is a folder; pass a file in it, e.g. "
+                                 f"--json {target / 'audit.json'}")
+        if target.exists() and not target.is_file():
+            raise ParameterError(f"--json {target} is not a regular file (a device or a "
+                                 "pipe); pass a path for a new .json file")
+        check_writable(target.parent / "audit.json")  # probes the folder the file goes in
+    _checked_classes(args)
     result = audit_checkpoint(args)
     if args.json:
         write_text_atomic(Path(args.json), json.dumps(json_ready(result), indent=2,
                                                       allow_nan=False))
         print(f"wrote {args.json}")
     return 0
+
+
+def _checked_classes(args: argparse.Namespace) -> None:
+    """audit, tune: refuse --data-dir for embedded data, show the resolved classes."""
+    from classunlearn.checkpoint import load_meta
+    from classunlearn.data import check_data_dir, parse_forget_classes
+
+    meta = load_meta(args.checkpoint)
+    check_data_dir(meta.dataset, args.data_dir)
+    ds = _dataset(meta.dataset, args.data_dir)
+    _print_classes(parse_forget_classes(args.forget_class, ds), ds.class_names)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -226,13 +293,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
         previous=Path(args.previous) if args.previous else None,
         cache=Path(args.cache) if args.cache else None, seed=args.seed,
         command=list(args.argv), params=_key_values(args.set, "--set"),
-        readings=args.readings, mia_feature=args.mia_feature)
+        readings=args.readings, mia_feature=args.mia_feature, tune=args.tune)
     if args.dry_run:
         from classunlearn.forget import describe
 
         print(describe(req))
         return 0
-    result = run_forget(req, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_forget(req, log=lambda m: print(m, file=sys.stderr, flush=True),
+                        show=lambda m: print(m, flush=True))
     for line in verdict_lines(result.record):
         print(line)
     out = Path(args.out)
@@ -246,7 +314,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from classunlearn.verify import verify_record
 
     failure = verify_record(Path(args.record), hashes_only=args.hashes_only,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+                            log=lambda m: print(m, file=sys.stderr, flush=True),
+                            search=[Path(d) for d in args.search or []])
     if failure:
         print(f"verify FAILED: {failure}")
         return 1
@@ -315,6 +384,9 @@ def _bench(args: argparse.Namespace) -> int:
     start = _time.perf_counter()
     result = run_bench(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     results = json.loads((result.out / "results.json").read_text())
+    mia, svc = cfg.attack_features()
+    print(f"readings: {cfg.readings} (MIA-NN feature {mia}, SVC-MIA feature {svc}; "
+          "docs/readings.md section 9)\n")
     print(render_tables(results, oracle_methods(results["summary"])))
     for k, v in result.failed.items():
         print(f"FAILED {k}: {v}")
@@ -347,12 +419,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not methods or len(set(methods)) != len(methods):
         raise ParameterError(f"--methods '{args.methods}' is empty or names a method twice; "
                              "give 'all' or a comma-separated list of distinct methods")
+    _checked_classes(args)
     out = tune_checkpoint(args.checkpoint, args.forget_class, methods, args.data_dir,
                           args.out, args.seed,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     for r in out.results:
         print(format_table(r) + "\n")
-    print("chosen (flags for `classunlearn unlearn`; bench: --set METHOD:KEY=VALUE):")
+    print("chosen (flags for `classunlearn forget --method METHOD` and `unlearn --method "
+          "METHOD`; bench: --set METHOD:KEY=VALUE; `forget --tune` applies them itself):")
     for r in out.results:
         print(chosen_line(r))
     print(f"\n{out.computed} units computed, {out.reused} reused (cache {out.cache})")
@@ -376,6 +450,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ parser
 
+DATA_DIR_HELP = ("folder (or .npz file) of a dataset read from local files; not for embedded "
+                 "datasets (see `classunlearn datasets`)")
+
 def _reading_flags(p: argparse.ArgumentParser) -> None:
     from classunlearn.readings import DEFAULT_READINGS, READINGS
 
@@ -395,41 +472,54 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the unlearning methods").set_defaults(func=cmd_methods)
 
     t = sub.add_parser("train", help="train an original model (or a retrained reference)")
-    t.add_argument("--dataset", required=True)
-    t.add_argument("--data-dir")
+    t.add_argument("--dataset", required=True,
+                   help="dataset name: digits, mnist-5k, mnist1d (embedded) or one read with "
+                        "--data-dir (see `classunlearn datasets`)")
+    t.add_argument("--data-dir", help=DATA_DIR_HELP)
     t.add_argument("--model", help="model name (default: the dataset's default), or your "
                    "own as MODULE:FUNCTION (a dotted module or a .py path; FUNCTION("
                    "input_shape, num_classes, **model_args) returns an nn.Module)")
     t.add_argument("--model-arg", action="append", metavar="KEY=INT",
                    help="model argument, e.g. width=16 (repeatable)")
     t.add_argument("--exclude-class", nargs="+", metavar="C",
-                   help="train without these classes: a retrained reference")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--device", default="auto")
+                   help="train without these classes: a retrained reference (an index or a "
+                        "class name; name:X or index:N where a name is also another index)")
+    t.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the initial weights and the batch order, 0..2**32-1 "
+                        "(default 0)")
+    t.add_argument("--epochs", type=int, help="training epochs (default: the dataset's recipe)")
+    t.add_argument("--lr", type=float, help="learning rate (default: the dataset's recipe)")
+    t.add_argument("--batch-size", type=int, help="batch size (default: the dataset's recipe)")
+    t.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, "
+                   "cuda or cuda:N")
     t.add_argument("--out", required=True, help="output .safetensors path")
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("unlearn", help="apply an unlearning method to a checkpoint")
-    u.add_argument("--checkpoint", required=True)
-    u.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    u.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="the model to unlearn from (.safetensors with its .json sidecar)")
+    u.add_argument("--forget-class", nargs="+", required=True, metavar="C",
+                   help="classes to forget: indices or class names (name:X or index:N where "
+                        "a name is also another index)")
     u.add_argument("--method", required=True, help="e.g. trw, trw[weights], rwft, ft, ...")
     u.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set a hyperparameter (repeatable)")
     u.add_argument("--reference", action="append", metavar="CKPT",
                    help="retrained reference (only oracle methods read it)")
-    u.add_argument("--data-dir")
-    u.add_argument("--seed", type=int, help="the run's seed (default 0; for retrain, the "
+    u.add_argument("--data-dir", help=DATA_DIR_HELP)
+    u.add_argument("--seed", type=_seed, help="the run's seed (default 0; for retrain, the "
                    "original's seed + 1: a retrained model starts from fresh weights)")
-    u.add_argument("--device", default="auto")
-    u.add_argument("--out", required=True)
+    u.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, "
+                   "cuda or cuda:N")
+    u.add_argument("--out", required=True, help="output .safetensors path (its .json sidecar "
+                   "is written beside it)")
     u.set_defaults(func=cmd_unlearn)
 
     a = sub.add_parser("audit", help="measure a model against retrained references")
-    a.add_argument("--checkpoint", required=True)
-    a.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    a.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="the unlearned model to audit (.safetensors with its sidecar)")
+    a.add_argument("--forget-class", nargs="+", required=True, metavar="C",
+                   help="the forgotten classes: indices or class names")
     a.add_argument("--reference", action="append", required=True, metavar="CKPT",
                    help="a model retrained without the forget class (repeatable)")
     a.add_argument("--metrics", default="all",
@@ -443,10 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     _reading_flags(a)
     a.add_argument("--svc-feature", help="SVC-MIA feature (default: the reading set's, "
                    "confidence)")
-    a.add_argument("--seed", type=int, default=0,
+    a.add_argument("--seed", type=_seed, default=0,
                    help="seed of SVC-MIA's member subsample and of MIA-NN's folds")
-    a.add_argument("--data-dir")
-    a.add_argument("--json", metavar="FILE")
+    a.add_argument("--data-dir", help=DATA_DIR_HELP)
+    a.add_argument("--json", metavar="FILE", help="also write every number and verdict to "
+                   "this JSON file")
     a.set_defaults(func=cmd_audit)
 
     f = sub.add_parser(
@@ -457,9 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         "DIR/record.html. Exit 0: every verdict passed or is inconclusive; 3: an attack tells "
         "the model from retrained ones (files still written); 2: bad input. See "
         "docs/forget.md.")
-    f.add_argument("--checkpoint", required=True, metavar="CKPT")
-    f.add_argument("--forget-class", nargs="+", required=True, metavar="C")
-    f.add_argument("--data-dir")
+    f.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="the model trained on the classes (from `classunlearn train`)")
+    f.add_argument("--forget-class", nargs="+", required=True, metavar="C",
+                   help="classes to forget: indices or class names (name:X or index:N where "
+                        "a name is also another index); printed as index (name) first")
+    f.add_argument("--data-dir", help=DATA_DIR_HELP)
     f.add_argument("--method", default="rwft",
                    help="unlearning method (default rwft: the closest to retraining on MIA-NN "
                         "on every embedded dataset, median z 1.6 to 1.9 against 2.3 to 5.8 "
@@ -477,22 +571,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store of references, shadows and replays (default: "
                         ".classunlearn-cache beside DIR, shared by sibling requests; a bench "
                         "--out folder works too)")
-    f.add_argument("--seed", type=int, default=0, help="the unlearning run's seed")
+    f.add_argument("--seed", type=_seed, default=0,
+                   help="the unlearning run's seed, 0..2**32-1 (default 0)")
     f.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="set a hyperparameter of the method (repeatable; `classunlearn tune` "
                         "prints these)")
+    f.add_argument("--tune", action="store_true",
+                   help="first choose the method's lr and epochs on this model, as "
+                        "`classunlearn tune` does (cached); --set values win")
     _reading_flags(f)
     f.add_argument("--dry-run", action="store_true",
                    help="print the resolved request (the method's parameters and where each "
                         "came from, the attacks' settings) and exit without training")
-    f.add_argument("--out", required=True, metavar="DIR")
+    f.add_argument("--out", required=True, metavar="DIR",
+                   help="a new (or empty) folder for the request; a folder holding a record "
+                        "is refused, nothing is overwritten")
     f.set_defaults(func=cmd_forget)
 
     v = sub.add_parser("verify", help="re-hash the files of a forget record and recompute "
                        "its numbers (exit 0: all reproduce, 1: the first that does not)")
     v.add_argument("record", metavar="RECORD", help="DIR/record.json written by `forget`")
     v.add_argument("--hashes-only", action="store_true",
-                   help="only re-hash the files (data, checkpoints, previous records)")
+                   help="check the seal, the files' hashes and the record's claims against "
+                        "the checkpoints' sidecars, not the numbers")
+    v.add_argument("--search", action="append", metavar="DIR",
+                   help="a folder to look in for files that moved (found by SHA-256: the "
+                        "hashes decide, not the paths; repeatable)")
     v.set_defaults(func=cmd_verify)
 
     b = sub.add_parser("bench", help="the whole study: every method, every metric, a report")
@@ -546,18 +650,21 @@ def build_parser() -> argparse.ArgumentParser:
     tu = sub.add_parser("tune", help="choose each method's lr and epochs for a checkpoint "
                         "(forget accuracy <= 1%%, then best accuracy on held-out D_r)")
     tu.add_argument("--checkpoint", required=True, help="the original model (from `train`)")
-    tu.add_argument("--forget-class", nargs="+", required=True, metavar="C")
+    tu.add_argument("--forget-class", nargs="+", required=True, metavar="C",
+                    help="classes to forget: indices or class names")
     tu.add_argument("--methods", default="all",
                     help="'all' (every tunable method) or a comma-separated list")
-    tu.add_argument("--data-dir")
+    tu.add_argument("--data-dir", help=DATA_DIR_HELP)
     tu.add_argument("--out", metavar="DIR", help="cache of the tuning runs (default: "
                     ".classunlearn-cache beside the checkpoint)")
-    tu.add_argument("--seed", type=int, default=0,
+    tu.add_argument("--seed", type=_seed, default=0,
                     help="seed of the validation split and of every run")
     tu.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild report.md/report.html from a bench's results")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="the bench's --out folder (holding results.db); the report is "
+                        "written there")
     r.set_defaults(func=cmd_report)
     return p
 

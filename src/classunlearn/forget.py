@@ -11,7 +11,11 @@ the full audit, and write into DIR
   reload it),
 - ``ulira.safetensors``: the per-example U-LiRA scores the U-LiRA numbers and verdict are
   computed from (the shadows themselves stay in the cache),
-- ``record.json`` (schema :data:`RECORD_SCHEMA`, docs/forget.md) and ``record.html``.
+- ``record.json`` (schema :data:`RECORD_SCHEMA`, docs/forget.md; sealed by the SHA-256 of
+  its canonical JSON, paths relative to DIR) and ``record.html``.
+
+DIR must be new or empty (a finished request is never overwritten); everything is written
+into a hidden stage folder beside it and renamed to DIR only when the record is complete.
 
 A request can follow an earlier one (``previous``): the model that already forgot A now
 forgets B; the audited forget set is A and B, the references are retrained without both, and
@@ -23,8 +27,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import numbers
+import os
 import platform
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +43,29 @@ import torch
 from classunlearn._version import __version__
 from classunlearn.checkpoint import (
     CheckpointMeta,
+    _umask,
     check_writable,
     file_sha256,
     load_checkpoint,
     load_meta,
     save_checkpoint,
+    sidecar_path,
 )
 from classunlearn.data import ForgetSplit, load_dataset, parse_forget_classes
 from classunlearn.errors import ParameterError, UserError
 from classunlearn.evaluate import SplitLogits
 from classunlearn.readings import attack_features
 
-RECORD_SCHEMA = "classunlearn.record/1"
+RECORD_SCHEMA = "classunlearn.record/2"
+"""A sealed record (``seal``: the SHA-256 of its canonical JSON, and of each field) whose
+paths are relative to the record's folder. ``classunlearn.record/1`` records (unsealed, the
+original and the previous record named by absolute path) are still read and verified, with
+a note that edits of what cannot be recomputed go unseen."""
+LEGACY_SCHEMAS = ("classunlearn.record/1",)
+
+SEED_MAX = 2**32 - 1
+"""Seeds are 0..2**32-1 (numpy and torch both take them, with room for the seeds derived
+from them)."""
 
 DEFAULT_FORGET_METHOD = "rwft"
 """The method `forget` uses unless told otherwise. Evidence: docs/audit.md, "What the evidence
@@ -92,6 +111,7 @@ class ForgetRequest:
     params: dict[str, str] = field(default_factory=dict)  # --set KEY=VALUE of the method
     readings: str = "default"  # the reading set (classunlearn.readings)
     mia_feature: str | None = None  # --mia-feature: wins over the reading set's
+    tune: bool = False  # --tune: choose lr/epochs on the original first (classunlearn.tune)
 
 
 @dataclass
@@ -112,10 +132,74 @@ def read_record(path: Path) -> dict:
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise ParameterError(f"cannot read record {path} ({e}); pass the record.json written "
                              "by `classunlearn forget`") from None
-    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA:
-        raise ParameterError(f"{path} is not a {RECORD_SCHEMA} record (schema "
+    if not isinstance(record, dict) or record.get("schema") not in (RECORD_SCHEMA,
+                                                                     *LEGACY_SCHEMAS):
+        raise ParameterError(f"{path} is not a {RECORD_SCHEMA} record (nor an older "
+                             f"{', '.join(LEGACY_SCHEMAS)} one; schema "
                              f"{record.get('schema') if isinstance(record, dict) else None!r})")
     return record
+
+
+# ------------------------------------------------------------------ the seal
+
+SEAL = "seal"
+
+
+def canonical_json(obj: object) -> bytes:
+    """The canonical form the seal hashes: JSON with sorted keys, compact separators, ASCII
+    (non-ASCII and undecodable file-name bytes as escapes), no NaN."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def _sealed_fields(body: dict) -> dict[str, object]:
+    """Field name -> value: every top-level field and every key of an object-valued one
+    (``request.note``, ``files.original``, ``metrics.acc_retain``, ...)."""
+    out: dict[str, object] = {}
+    for k, v in body.items():
+        out[k] = v
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+    return out
+
+
+def seal(record: dict) -> dict:
+    """The record's seal: the SHA-256 of its canonical JSON without the seal itself, and one
+    per field (so `verify` can name what was edited). Computed on the record as JSON reads it
+    back, so the check after a round trip sees the same bytes."""
+    body = json.loads(json.dumps({k: v for k, v in record.items() if k != SEAL},
+                                 allow_nan=False))
+    return {"algorithm": "sha256",
+            "canonical": "JSON: keys sorted, separators ',' ':', ASCII; the seal excluded",
+            "sha256": sha256_bytes(canonical_json(body)),
+            "fields": {k: sha256_bytes(canonical_json(v))
+                       for k, v in _sealed_fields(body).items()}}
+
+
+def seal_failure(record: dict) -> str | None:
+    """None when the record's seal matches its content, else what was edited (the fields
+    whose digest changed, the most specific ones). A record of the current schema without
+    a seal fails; a legacy record without one returns None (verify notes it)."""
+    stored = record.get(SEAL)
+    if stored is None and record.get("schema") in LEGACY_SCHEMAS:
+        return None
+    if not isinstance(stored, dict) or not isinstance(stored.get("sha256"), str):
+        return "the record has no valid seal (removed or edited)"
+    now = seal(record)
+    if now["sha256"] == stored["sha256"]:
+        return None
+    before = stored.get("fields") if isinstance(stored.get("fields"), dict) else {}
+    fields = now["fields"]
+    changed = [k for k in fields if k in before and before[k] != fields[k]]
+    added = [k for k in fields if k not in before]
+    removed = [k for k in before if k not in fields]
+    parts = [f"{k} changed" for k in changed
+             if not any(o.startswith(k + ".") for o in changed)]
+    parts += [f"{k} added" for k in added if not any(k.startswith(o + ".") for o in added)]
+    parts += [f"{k} removed" for k in removed
+              if not any(k.startswith(o + ".") for o in removed)]
+    what = ", ".join(parts) if parts else "the seal's own digest was changed"
+    return f"the record was edited after forget sealed it ({what}; the seal does not match)"
 
 
 def record_path(base: Path, path: str) -> Path:
@@ -124,14 +208,20 @@ def record_path(base: Path, path: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _file(path: Path, base: Path) -> dict:
-    """{"path", "sha256"}: relative to `base` when inside it (DIR can be moved)."""
-    path = path.resolve()
-    try:
-        shown = str(path.relative_to(base.resolve()))
-    except ValueError:
-        shown = str(path)
-    return {"path": shown, "sha256": file_sha256(path)}
+def relative(path: Path, base: Path) -> str:
+    """`path` relative to the folder `base` (``../orig.safetensors`` when outside it), so a
+    record moved together with what it names still finds it; `verify --search` finds files
+    that moved on their own (the hashes decide, not the paths)."""
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+
+
+def _file(path: Path, base: Path, sidecar: bool = False) -> dict:
+    """{"path", "sha256"} (and the checkpoint sidecar's "sidecar_sha256"), the path relative
+    to the record's folder `base`."""
+    out = {"path": relative(path, base), "sha256": file_sha256(path)}
+    if sidecar:
+        out["sidecar_sha256"] = file_sha256(sidecar_path(Path(path)))
+    return out
 
 
 def git_commit() -> str | None:
@@ -168,7 +258,8 @@ def _previous(req: ForgetRequest) -> tuple[dict | None, list[int]]:
 
 
 def preflight(req: ForgetRequest, write: bool = True) -> None:
-    """Every check that needs no model: the method, the counts and the output folder."""
+    """Every check that needs no model: the method, the counts, the seed and the output
+    folder (which must not hold a request already: nothing finished is overwritten)."""
     from classunlearn.audit.mia_nn import FEATURES
     from classunlearn.audit.ulira import check_shadow_count
     from classunlearn.methods import parse_spec
@@ -192,14 +283,99 @@ def preflight(req: ForgetRequest, write: bool = True) -> None:
         raise ParameterError(f"--references must be at least 2 (MIA-NN's z needs their "
                              f"spread; {DEFAULT_REFERENCES} for a 'leaks' verdict), got "
                              f"{req.references}")
-    if Path(req.out).exists() and not Path(req.out).is_dir():
+    check_seed(req.seed)
+    out = Path(req.out)
+    if out.exists() and not out.is_dir():
         raise UserError(f"--out {req.out} is a file; pass a folder for the request's files")
+    if (out / "record.json").exists():
+        raise UserError(f"--out {out} already holds a finished request ({out / 'record.json'}); "
+                        f"nothing is overwritten: write this one to a new folder, e.g. --out "
+                        f"{_free_sibling(out)}, to keep both")
+    try:
+        held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as e:
+        raise UserError(f"cannot read --out {out} ({e.strerror}); choose a writable --out"
+                        ) from None
+    if held:
+        raise UserError(f"--out {out} is not empty (it holds {held[0]}"
+                        f"{f' and {len(held) - 1} more' if len(held) > 1 else ''}); pass a "
+                        "new or empty folder, so nothing there is overwritten")
     ckpt = Path(req.checkpoint).resolve()
-    if ckpt.parent == Path(req.out).resolve():
+    if ckpt.parent == out.resolve():
         raise ParameterError(f"--out {req.out} holds the input checkpoint; write the request "
                              "to a new folder so the input is kept")
-    if write:  # a dry run creates nothing
-        check_writable(Path(req.out))
+    if write:  # a dry run creates nothing; DIR itself appears only when the request is done
+        check_writable(out.resolve().parent / "record.json")
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not (
+            0 <= seed <= SEED_MAX):
+        raise ParameterError(f"{flag} must be an integer in 0..{SEED_MAX}, got {seed}")
+
+
+def _free_sibling(out: Path) -> Path:
+    n = 2
+    while Path(f"{out}-{n}").exists():
+        n += 1
+    return Path(f"{out}-{n}")
+
+
+def check_test_samples(ds, forget_classes: tuple[int, ...]) -> None:
+    """The audit measures test accuracy on every forget class and MIA-NN with
+    ``DEFAULT_FOLDS`` folds per class: refuse data that cannot give it, before any work."""
+    from classunlearn.audit.mia_nn import DEFAULT_FOLDS
+    from classunlearn.data import describe_classes
+
+    counts = ds.class_counts("test")
+    empty = [c for c in forget_classes if counts[c] == 0]
+    if empty:
+        raise UserError(f"forget class {describe_classes(empty[:1], ds.class_names)} has no "
+                        f"test samples in {ds.name}; the audit measures test accuracy and "
+                        "MIA-NN on them: add test samples or pick another class")
+    few = [c for c, n in enumerate(counts) if n < DEFAULT_FOLDS]
+    if few:
+        raise UserError(f"class {describe_classes(few[:1], ds.class_names)} has "
+                        f"{counts[few[0]]} test samples in {ds.name}; MIA-NN's "
+                        f"{DEFAULT_FOLDS} folds need at least {DEFAULT_FOLDS} of each class: "
+                        "add test samples")
+
+
+def check_forgettable(model: torch.nn.Module, meta: CheckpointMeta, ckpt: Path,
+                      split: ForgetSplit, logits: SplitLogits, asked: tuple[int, ...]) -> None:
+    """Refuse a request that cannot mean anything: a model with no trainable parameters, a
+    class the model was trained without (its sidecar says so) or already unlearned, and a
+    class it does not recognise (accuracy on its training samples below chance: a plug-in
+    model whose sidecar cannot tell)."""
+    from classunlearn.data import describe_classes
+
+    names = split.dataset.class_names
+
+    def cls(cs) -> str:
+        return f"class{'es' if len(cs) > 1 else ''} {describe_classes(cs, names)}"
+
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ParameterError(f"{ckpt} holds a model ('{meta.model}') with no trainable "
+                             "parameters, so no method can change it; give it parameters "
+                             "and retrain it")
+    excluded = sorted(set(meta.excluded_classes) & set(asked))
+    if excluded:
+        raise ParameterError(f"{ckpt} was trained without {cls(excluded)} (its sidecar's "
+                             "excluded_classes): there is nothing to forget; pass the model "
+                             "that was trained on it")
+    done = [c for c in (meta.method or {}).get("forget_classes") or [] if c in asked]
+    if done:
+        raise ParameterError(f"{ckpt} already had {cls(done)} unlearned (by "
+                             f"{meta.method.get('name')}); pass the original, or chain with "
+                             "--previous RECORD to forget more classes")
+    chance = 100.0 / split.dataset.num_classes
+    for c in asked:
+        acc = class_accuracy(logits, split, c)[0]
+        if acc < chance:
+            raise ParameterError(
+                f"{ckpt} does not recognise {cls([c])}: it predicts it for {acc:.1f}% of its "
+                f"training samples, below chance ({chance:.1f}%), so it never learned the "
+                "class and there is nothing to forget; pass the model that was trained on it")
 
 
 # ------------------------------------------------------------------ the request
@@ -208,11 +384,13 @@ def describe(req: ForgetRequest) -> str:
     """`forget --dry-run`: the resolved request, checked as `run_forget` checks it, with
     nothing trained (classunlearn.bench.plan)."""
     from classunlearn.bench.plan import describe_request
+    from classunlearn.data import check_data_dir, describe_classes
     from classunlearn.methods import make_params
     from classunlearn.train import Recipe
 
     preflight(req, write=False)
     meta = load_meta(Path(req.checkpoint))
+    check_data_dir(meta.dataset, req.data_dir)
     if not meta.recipe:
         raise ParameterError(f"{req.checkpoint} records no training recipe, so its references "
                              "and shadow models cannot be trained the same way; train the "
@@ -220,14 +398,121 @@ def describe(req: ForgetRequest) -> str:
     _, before = _previous(req)
     ds = load_dataset(meta.dataset, req.data_dir)
     asked = parse_forget_classes(req.forget_classes, ds)
+    audited = tuple(sorted({*asked, *before}))
+    check_test_samples(ds, audited)
     make_params(req.method, meta.dataset, req.params or None,
                 recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
-    return describe_request(req, ds, meta, tuple(sorted({*asked, *before})))
+    return (f"forget classes: {describe_classes(asked, ds.class_names)}"
+            + (" (--tune: lr and epochs are chosen first)" if req.tune else "") + "\n"
+            + describe_request(req, ds, meta, audited))
 
 
-def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> ForgetResult:
+def run_forget(req: ForgetRequest, log: Callable[[str], None] = print,
+               show: Callable[[str], None] | None = None) -> ForgetResult:
     """Unlearn, train what the audit misses (cached), audit, write the record. Returns the
-    record and how many units were computed / reused."""
+    record and how many units were computed / reused. `show` (default `log`) gets the
+    resolved classes, once every check has passed.
+
+    Every check that can be made before work is made first. The request is written into a
+    hidden folder beside DIR (``.DIR.*.partial``) and renamed to DIR only when the record is
+    complete: an interrupted or failed request leaves no DIR that looks finished."""
+    from classunlearn.data import check_data_dir, describe_classes
+
+    preflight(req)
+    out = Path(req.out)
+    ckpt = Path(req.checkpoint)
+    meta = load_meta(ckpt)
+    check_data_dir(meta.dataset, req.data_dir)
+    if not meta.recipe:
+        raise ParameterError(f"{ckpt} records no training recipe, so its references and "
+                             "shadow models cannot be trained the same way; train the model "
+                             "with `classunlearn train`")
+    prev, before = _previous(req)
+    ds = load_dataset(meta.dataset, req.data_dir)
+    model, meta = load_checkpoint(ckpt, ds)
+    asked = parse_forget_classes(req.forget_classes, ds)
+    again = sorted(set(asked) & set(before))
+    if again:
+        raise ParameterError(f"class(es) {describe_classes(again, ds.class_names)} were "
+                             "forgotten by the previous request; ask for other classes")
+    split = ForgetSplit(ds, tuple(sorted({*asked, *before})))
+    check_test_samples(ds, split.forget_classes)
+    original_logits = SplitLogits.of(model, split)
+    check_forgettable(model, meta, ckpt, split, original_logits, asked)
+    # the resolved classes, as `index (name)`, once every check passed and before any work
+    (show or log)(f"forget classes: {describe_classes(asked, ds.class_names)}" + (
+        f" (forgotten before: {describe_classes(before, ds.class_names)})" if before else ""))
+    cache = Path(req.cache) if req.cache else out.resolve().parent / CACHE_NAME
+    counts = {"computed": 0, "reused": 0}
+    values, tuned = (_tune(req, ckpt, meta, asked, cache, counts, log) if req.tune
+                     else (dict(req.params), None))
+    stage = Path(tempfile.mkdtemp(dir=out.resolve().parent, prefix=f".{out.name}.",
+                                  suffix=".partial"))
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; DIR follows the umask
+    try:
+        record = _write_request(req, stage, ckpt, meta, prev, before, ds, model, asked, split,
+                                original_logits, cache, counts, values, tuned, log)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    try:
+        if out.is_dir():
+            out.rmdir()  # empty (preflight): the finished request takes its place
+        os.rename(stage, out)
+    except OSError as e:
+        raise UserError(f"the request is complete in {stage} but cannot be moved to {out} "
+                        f"({e.strerror}); move that folder to where you want it (it is "
+                        "finished: `classunlearn verify` it there)") from None
+    return ForgetResult(record, counts["computed"], counts["reused"])
+
+
+def _tune(req: ForgetRequest, ckpt: Path, meta: CheckpointMeta, asked: tuple[int, ...],
+          cache: Path, counts: dict, log: Callable[[str], None]
+          ) -> tuple[dict[str, str], dict | None]:
+    """`forget --tune`: the method's lr/epochs chosen on the original by `classunlearn tune`
+    (the same units and cache); explicit --set values and the reading set's win."""
+    from classunlearn.methods import parse_spec
+    from classunlearn.readings import get_readings
+    from classunlearn.tune import chosen_line, format_table, grid_for, tune_checkpoint
+
+    keys = grid_for(req.method)  # a method that is never tuned: refused, saying why
+    if meta.method:
+        raise ParameterError(f"--tune chooses lr and epochs on the original model, but "
+                             f"{ckpt} is already unlearned ({meta.method.get('name')}); pass "
+                             "the values tune chose for the first request with --set, or "
+                             "drop --tune")
+    fixed = get_readings(req.readings).method_values(parse_spec(req.method)[0].name)
+    explicit = {**{k: str(v) for k, v in fixed.items()}, **req.params}
+    if set(keys) <= set(explicit):
+        log(f"--tune: {', '.join(keys)} are all set explicitly; nothing to tune")
+        return dict(req.params), None
+    out = tune_checkpoint(str(ckpt), list(asked), [req.method], req.data_dir, str(cache),
+                          req.seed, log)
+    counts["computed"] += out.computed
+    counts["reused"] += out.reused
+    result = out.results[0]
+    log(format_table(result))
+    if result.choice is None:
+        log(f"--tune: every setting of {req.method} failed; it keeps its defaults")
+        return dict(req.params), {"choice": None, "applied": {}, "reached": False,
+                                  "note": result.note}
+    applied = {k: v for k, v in result.choice.items() if k not in explicit}
+    for k in result.choice.keys() - applied.keys():
+        log(f"--tune: --set {k}={explicit[k]} wins over the tuned {k}={result.choice[k]}")
+    log(f"tuned {chosen_line(result)}")
+    return ({**req.params, **{k: str(v) for k, v in applied.items()}},
+            {"choice": result.choice, "applied": applied, "reached": result.reached,
+             "note": result.note})
+
+
+def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMeta,
+                   prev: dict | None, before: list[int], ds, model: torch.nn.Module,
+                   asked: tuple[int, ...], split: ForgetSplit, original_logits: SplitLogits,
+                   cache: Path, counts: dict, values: dict[str, str], tuned: dict | None,
+                   log: Callable[[str], None]) -> dict:
+    """The work of a request, written into `out` (the stage folder): references, the
+    unlearned model, the audit, the sealed record. Paths outside `out` are recorded relative
+    to the final DIR (a sibling of the stage, so the same relative path)."""
     from classunlearn.bench.audit import (
         METRIC_GROUPS,
         RecordedMethod,
@@ -249,27 +534,10 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
     from classunlearn.methods import UnlearnData, make_params
     from classunlearn.train import Recipe
 
-    preflight(req)
-    out = Path(req.out)
-    ckpt = Path(req.checkpoint)
-    meta = load_meta(ckpt)
-    if not meta.recipe:
-        raise ParameterError(f"{ckpt} records no training recipe, so its references and "
-                             "shadow models cannot be trained the same way; train the model "
-                             "with `classunlearn train`")
-    prev, before = _previous(req)
-    ds = load_dataset(meta.dataset, req.data_dir)
-    model, meta = load_checkpoint(ckpt, ds)
-    asked = parse_forget_classes(req.forget_classes, ds)
-    again = sorted(set(asked) & set(before))
-    if again:
-        raise ParameterError(f"class(es) {again} were forgotten by the previous request; ask "
-                             "for other classes")
-    split = ForgetSplit(ds, tuple(sorted({*asked, *before})))
-    cls, params = make_params(req.method, meta.dataset, req.params or None,
+    final = Path(req.out)
+    cls, params = make_params(req.method, meta.dataset, values or None,
                               recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
     mia_feature, svc_feature = attack_features(req.readings, req.mia_feature)
-    cache = Path(req.cache) if req.cache else out.resolve().parent / CACHE_NAME
     store = Store(cache)
     ctx = StudyContext(meta.dataset, req.data_dir, meta.model, dict(meta.model_kwargs),
                        dict(meta.recipe), split.forget_classes,
@@ -277,7 +545,6 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
                        meta.model_source_sha256 or "")
 
     # 1. the references (the bench's reference units: same keys, same seeds)
-    counts = {"computed": 0, "reused": 0}
     executor = LocalExecutor()
     keys = [reference_key(ctx, SEED_REFERENCE + j) for j in range(req.references)]
     done = run_units(store, executor, [(k, f"reference {j}", unit_train,
@@ -298,7 +565,7 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
     retrain_s = float(np.mean([done[k][1].get("wall_s", np.nan) for k in keys]))
 
     # 2. the unlearning itself
-    log(f"unlearning classes {list(split.forget_classes)} with {cls.name}")
+    log(f"unlearning classes {describe_classes_of(split)} with {cls.name}")
     unlearned, run = cls().unlearn(model, UnlearnData.from_split(split), params, seed=req.seed)
     unlearned_meta = CheckpointMeta.from_dict(meta.to_dict())
     unlearned_meta.method = {"name": cls.name, "params": run.params,
@@ -331,7 +598,6 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
 
         save_file({k: np.ascontiguousarray(v.astype(np.uint8) if v.dtype == bool else v)
                    for k, v in arrays.items()}, str(out / "ulira.safetensors"))
-    original_logits = SplitLogits.of(model, split)
 
     verdicts = audit_verdicts(core, split, logits, refs, before)
     record = {
@@ -341,7 +607,7 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
             "time": datetime.datetime.now(datetime.UTC).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"),
             "previous": None if prev is None else {
-                "record": str(Path(req.previous).resolve()),
+                "record": relative(Path(req.previous), final),
                 "sha256": file_sha256(req.previous)},
             "forgotten_before": _classes(before, ds.class_names),
             "audited_forget_classes": _classes(split.forget_classes, ds.class_names)},
@@ -350,13 +616,17 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
                     "fingerprint": ctx.data_fingerprint},
         "files": {
             "data": _data_files(meta.dataset, req.data_dir),
-            "original": _file(ckpt, out), "unlearned": _file(unlearned_path, out),
-            "references": [_file(p, out) for p in ref_paths],
+            "original": _file(ckpt, final, sidecar=True),
+            "unlearned": _file(unlearned_path, out, sidecar=True),
+            "references": [_file(p, out, sidecar=True) for p in ref_paths],
             "ulira_scores": _file(out / "ulira.safetensors", out) if arrays is not None
             else None},
+        # run_s: this process, the method alone; retrain_s: one reference's training as the
+        # unit that trained it measured it (maybe another run or machine): not comparable,
+        # so no ratio (issue #26; the bench compares both measured alike)
         "method": {"name": cls.name, "spec": req.method, "params": run.params,
-                   "seed": req.seed, "run_s": run.wall_time_s, "retrain_s": retrain_s,
-                   "ratio_to_retrain": run.wall_time_s / retrain_s if retrain_s else None},
+                   "set": dict(req.params), "tuned": tuned,
+                   "seed": req.seed, "run_s": run.wall_time_s, "retrain_s": retrain_s},
         "metrics": record_metrics(core, split, logits, refs),
         "verdicts": verdicts,
         "evidence": evidence(split, original_logits, logits, refs, core, arrays),
@@ -372,8 +642,15 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print) -> Forget
         "record_sha256_of_previous": None if prev is None else file_sha256(req.previous),
     }
     record = strict(record)
+    record[SEAL] = seal(record)
     write_record(record, out)
-    return ForgetResult(record, counts["computed"], counts["reused"])
+    return record
+
+
+def describe_classes_of(split: ForgetSplit) -> str:
+    from classunlearn.data import describe_classes
+
+    return describe_classes(split.forget_classes, split.dataset.class_names)
 
 
 def _classes(indices, names: list[str]) -> list[dict]:

@@ -1,5 +1,5 @@
 """record.html: the page a person reads about one deletion request (``record.json``,
-schema ``classunlearn.record/1``).
+schema ``classunlearn.record/2``, or an older ``/1``).
 
 Order: what was forgotten, then the verdicts (big, each with its rule and numbers), then the
 evidence behind them (where the forgotten class's samples go before and after, next to where
@@ -41,6 +41,21 @@ ULIRA_VERDICT_NUMBERS = (
     "the same attack on retrain replayed on the same shadows. Not the cross-fitted "
     "ulira metric below.")
 LOG_FLOOR = 1e-3  # zeros clipped to this on the log ROC panel
+
+
+def _printable(value: object) -> object:
+    """The record with every string made valid UTF-8: a file name with undecodable bytes
+    (held as lone surrogates) is shown with U+FFFD in their place, never a crash."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a surrogate no file name decodes to
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 def _dict(value: object) -> dict:
@@ -105,17 +120,78 @@ def _header(record: dict) -> list[Html]:
                           if prev else None)])]
 
 
+def _pct(value: object) -> str:
+    """A percentage for a sentence: one decimal, "?" for none."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.1f}%"
+    return "?"
+
+
+def _clip(value: object) -> object:
+    """A percentage bound shown within 0..100 (the rule's widened range may pass them)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return min(100.0, max(0.0, float(value)))
+    return value
+
+
+def _fixed(value: object, digits: int = 2) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
+    return "?"
+
+
+def verdict_sentences(v: dict) -> list[str]:
+    """What a verdict says, in sentences with the few numbers that decide it (the keys of
+    ``numbers`` stay in the card's "all numbers" list, for whoever checks the arithmetic)."""
+    n = _dict(v.get("numbers"))
+    attack = v.get("attack")
+    if attack == "accuracy":
+        out = [f"The unlearned model recognises {_pct(n.get('acc_forget'))} of the forgotten "
+               "class's training samples; to pass it must lie between "
+               f"{_pct(_clip(n.get('acc_forget_low')))} and "
+               f"{_pct(_clip(n.get('acc_forget_high')))}, the "
+               "range of the models retrained without the class, widened by the tolerance."]
+        out.append(f"On the other classes' test samples it scores "
+                   f"{_pct(n.get('test_acc_retain'))}; it must keep at least "
+                   f"{_pct(n.get('test_acc_retain_low'))} (the retrained models' lowest, less "
+                   "the tolerance).")
+        return out
+    if attack == "mia_nn":
+        return [f"The nearest-neighbour attack's score sits {_fixed(n.get('z'))} standard "
+                f"deviations from the mean of {_num(n.get('n_references'))} retrained models.",
+                f"Below {_num(n.get('z_spread'))} it is within their spread; "
+                f"{_num(n.get('z_leak'))} or more (with at least "
+                f"{_num(n.get('min_references', 5))} retrained models) is a leak; in between, "
+                "or with fewer models, it cannot decide."]
+    if attack == "ulira":
+        level = n.get("level")
+        conf = f"{100 * level:.0f}% " if isinstance(level, int | float) else ""
+        return [f"U-LiRA tells this model from retrained ones with an accuracy of "
+                f"{_pct(n.get('point'))} ({conf}interval {_pct(n.get('low'))} to "
+                f"{_pct(n.get('high'))}).",
+                f"The same attack on a model really retrained reads {_pct(n.get('null_point'))} "
+                f"({_pct(n.get('null_low'))} to {_pct(n.get('null_high'))}): above 50%, since "
+                "the attack has some edge even there. The model is found out only when its "
+                "whole interval lies above that."]
+    return []
+
+
 def _verdict_card(v: dict) -> Html:
     attack = ATTACK_NAMES.get(v.get("attack"), str(v.get("attack", "?")))
+    if v.get("scope"):
+        attack = f"{attack} ({v['scope']})"
     numbers = _dict(v.get("numbers"))
     return tag("div", tag("h3", attack),
                tag("p", badge(v.get("verdict", v.get("outcome", "—")),
                               v.get("passed") if "passed" in v else "na", v.get("rule")),
                    class_="big"),
-               tag("p", "Rule: ", v.get("rule", "—"), class_="note"),
-               tag("p", ULIRA_VERDICT_NUMBERS, class_="note") if v.get("attack") == "ulira"
-               else "",
-               definitions((k, _num(x)) for k, x in numbers.items()), class_="card")
+               *(tag("p", line) for line in verdict_sentences(v)),
+               tag("details", tag("summary", "the rule and all numbers"),
+                   tag("p", "Rule: ", v.get("rule", "—"), class_="note"),
+                   tag("p", ULIRA_VERDICT_NUMBERS, class_="note")
+                   if v.get("attack") == "ulira" else "",
+                   definitions((k, _num(x)) for k, x in numbers.items()))
+               if numbers or v.get("rule") else "", class_="card")
 
 
 def _verdicts(record: dict) -> list[Html]:
@@ -239,11 +315,15 @@ def _method(record: dict) -> list[Html]:
         ("method", tag("strong", m.get("name", "—"))),
         ("parameters", tag("code", json.dumps(params, sort_keys=True)) if params else None),
         ("seed", m.get("seed")),
-        ("run time", f"{_num(m.get('run_s'))} s" if m.get("run_s") is not None else None),
-        ("retraining time", f"{_num(m.get('retrain_s'))} s"
-         if m.get("retrain_s") is not None else None),
-        ("run time / retraining time", _num(m.get("ratio_to_retrain"))
-         if m.get("ratio_to_retrain") is not None else None)])]
+        ("tuned", tag("code", json.dumps(_dict(m.get("tuned")).get("applied"),
+                                         sort_keys=True)) if _dict(m.get("tuned")) else None),
+        ("run time", f"{_num(m.get('run_s'))} s (the method alone, in this run)"
+         if m.get("run_s") is not None else None),
+        # no ratio: the references' time comes from the unit that trained them (another run,
+        # process or machine), so the two are not measured alike (issue #26)
+        ("retraining time", f"{_num(m.get('retrain_s'))} s per retrained model, as measured "
+         "when it was trained (possibly in another run or on another machine, so not "
+         "comparable with the run time)" if m.get("retrain_s") is not None else None)])]
 
 
 def _files(record: dict) -> list[Html]:
@@ -256,8 +336,17 @@ def _files(record: dict) -> list[Html]:
              for i, r in enumerate(_list(f.get("references"))) if isinstance(r, dict)]
     if not rows:
         return []
-    return [tag("h2", "Files"), table(["role", "path", "sha256"], [
-        [role, tag("code", path), tag("span", sha, class_="hash")] for role, path, sha in rows])]
+    seal = _dict(record.get("seal"))
+    return [tag("h2", "Files"),
+            tag("p", "Paths are relative to this record's folder; the SHA-256 decides which "
+                "file is meant (`classunlearn verify --search DIR` finds moved files).",
+                class_="note"),
+            table(["role", "path", "sha256"], [
+                [role, tag("code", path), tag("span", sha, class_="hash")]
+                for role, path, sha in rows]),
+            tag("p", "Record seal (SHA-256 of the record's canonical JSON): ",
+                tag("span", seal.get("sha256", ""), class_="hash"), class_="note")
+            if seal.get("sha256") else ""]
 
 
 def _environment(record: dict) -> list[Html]:
@@ -273,8 +362,8 @@ def _environment(record: dict) -> list[Html]:
 
 
 def render_record_page(record: dict) -> str:
-    """The HTML page of one deletion record (a ``classunlearn.record/1`` dict)."""
-    record = _dict(record)
+    """The HTML page of one deletion record (a ``classunlearn.record/2`` or ``/1`` dict)."""
+    record = _dict(_printable(record))
     req = _dict(record.get("request"))
     body = [*_header(record), *_verdicts(record), *_evidence(record), *_method(record),
             *_files(record), *_environment(record),

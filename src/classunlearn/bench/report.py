@@ -119,6 +119,18 @@ def _forget_figure(study: str, d: dict):
     return fig
 
 
+def method_colours(n: int) -> list:
+    """`n` colours no two methods share: matplotlib's ten (C0..C9) up to ten methods; up to
+    twenty, tab20's dark shades and then its light ones (drawn dashed as well); beyond,
+    evenly spaced hues."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        tab = plt.get_cmap("tab20").colors
+        return [tab[2 * i] for i in range(10)] + [tab[2 * i + 1] for i in range(n - 10)]
+    return [plt.get_cmap("turbo")(x) for x in np.linspace(0.04, 0.96, n)]
+
+
 def roc_figure(study: str, d: dict):
     """Two panels: every seed's U-LiRA ROC curve on linear axes and on log-log axes (the low
     false-positive region); one colour and one legend entry per method, thin line per seed.
@@ -129,9 +141,11 @@ def roc_figure(study: str, d: dict):
     if not curves:
         return None
     fig, (lin, log) = plt.subplots(1, 2, figsize=(11, 5))
+    colours = method_colours(len(curves))
     for i, (m, seeds) in enumerate(curves.items()):
-        # ten colours, then the same colours dashed: every method stays tellable apart
-        style = {"color": f"C{i % 10}", "ls": "-" if i < 10 else "--", "lw": 0.9,
+        # a colour of its own per method, the eleventh on dashed too: every method stays
+        # tellable apart
+        style = {"color": colours[i], "ls": "-" if i < 10 else "--", "lw": 0.9,
                  "alpha": 0.8}
         n = f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
         for s, (fpr, tpr) in enumerate(seeds):
@@ -166,13 +180,14 @@ def roc_grid_figure(study: str, d: dict, per_row: int = 4):
                              squeeze=False, sharex=True, sharey=True)
     for ax in axes.flat[len(curves):]:
         ax.set_visible(False)
+    colours = method_colours(len(curves))
     for i, (ax, (m, seeds)) in enumerate(zip(axes.flat, curves.items())):
         for fpr, tpr in null if m != "retrain" else []:
             ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1), color="0.6",
                     lw=0.8, ls="--")
         for s, (fpr, tpr) in enumerate(seeds):
             ax.plot(np.clip(fpr, LOG_FLOOR, 1), np.clip(tpr, LOG_FLOOR, 1),
-                    color=f"C{i % 10}", lw=1.0, gid=f"roc-grid:{m}:{s}")
+                    color=colours[i], lw=1.0, gid=f"roc-grid:{m}:{s}")
         ax.plot([LOG_FLOOR, 1], [LOG_FLOOR, 1], "k:", lw=0.6)
         ax.set(xscale="log", yscale="log", xlim=(LOG_FLOOR, 1), ylim=(LOG_FLOOR, 1.3))
         ax.set_title(f"{m} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", fontsize=9)
@@ -203,20 +218,25 @@ def _mia_nn_figure(study: str, summary: dict):
     ref = {k: [summary[m].get(k, {}).get("mean") for m in methods]
            for k in ("mia_nn_ref_mean", "mia_nn_ref_std")}
     ref = {k: [float(x) for x in v if _finite(x)] for k, v in ref.items()}
-    fig, ax = plt.subplots(figsize=(8, 4))
+    # one row per method (names on the y axis, never overlapping however many there are)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(methods) + 1.6))
     vals = [summary[m]["mia_nn"]["mean"] for m in methods]
     errs = [summary[m]["mia_nn"].get("std") for m in methods]
     labels = [m + _mark(summary[m]["mia_nn"]) for m in methods]
-    ax.bar(labels, vals, yerr=[e if _finite(e) else 0 for e in errs], color="C0")
+    rows = np.arange(len(methods))
+    ax.barh(rows, vals, xerr=[e if _finite(e) else 0 for e in errs], color="C0", height=0.7)
+    ax.set_yticks(rows, labels, fontsize=8)
+    ax.invert_yaxis()  # the first method on top, as in the tables
     if ref["mia_nn_ref_mean"]:
         ref_mean = float(np.mean(ref["mia_nn_ref_mean"]))
         ref_std = float(np.mean(ref["mia_nn_ref_std"])) if ref["mia_nn_ref_std"] else 0.0
-        ax.axhspan(ref_mean - 2 * ref_std, ref_mean + 2 * ref_std, color="C2", alpha=0.2,
+        ax.axvspan(ref_mean - 2 * ref_std, ref_mean + 2 * ref_std, color="C2", alpha=0.2,
                    label="retrained references: mean ± 2 sd")
-        ax.axhline(ref_mean, color="C2")
-        ax.legend(fontsize=8)
-    ax.set(ylabel="MIA-NN score (%)", title=f"MIA-NN score vs the references ({study})")
-    ax.tick_params(axis="x", rotation=60)
+        ax.axvline(ref_mean, color="C2")
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False)
+    ax.set(xlabel="MIA-NN score (%)")
+    ax.set_title(f"MIA-NN score vs the references ({study})", pad=22)
+    fig.tight_layout()
     return fig
 
 
@@ -294,14 +314,59 @@ def cost_figure(summary: dict):
         for p in points:
             if _finite(p[col]):
                 ax.plot(p[1], p[col], "o", color="C0")
-                ax.annotate(p[0], (p[1], p[col]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
         ax.set_xscale("log")
         ax.set(xlabel="run time / retrain's (mean over seeds)", ylabel=label)
         ax.grid(alpha=0.3)
-    axes[1].axhline(2, color="grey", ls=":")
-    fig.tight_layout()
+        if col == 3:
+            ax.axhline(2, color="grey", ls=":")
+    fig.tight_layout()  # the layout first: labels are placed where they will be drawn
+    for ax, col in ((axes[0], 2), (axes[1], 3)):
+        shown = [p for p in points if _finite(p[col])]
+        label_points(ax, [p[1] for p in shown], [p[col] for p in shown],
+                     [p[0] for p in shown])
     return fig
+
+
+def label_points(ax, xs: list[float], ys: list[float], names: list[str],
+                 fontsize: float = 7) -> None:
+    """Name each point without two names overlapping: a label goes to the point's upper
+    right and, where that space is taken, further up (a thin line then joins it to its
+    point). Measured with the figure's renderer, so call it once the layout is final."""
+    from matplotlib.text import Text
+
+    if not names:
+        return
+    renderer = ax.figure.canvas.get_renderer()
+    pix = ax.transData.transform(np.column_stack([xs, ys]))
+    step = 0.6 * fontsize
+    placed = []
+
+    def extent(ann):  # the text's box where it will be drawn (not its leader line)
+        ann.update_positions(renderer)
+        return Text.get_window_extent(ann, renderer)
+
+    right = ax.get_window_extent(renderer).x1
+    for i in np.lexsort((pix[:, 0], pix[:, 1])):
+        dy, dx, ha = 2.0, 3, "left"
+        ann = ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx, dy), fontsize=fontsize,
+                          textcoords="offset points", va="bottom")
+        box = extent(ann)
+        if box.x1 > right:  # would leave the panel: to the point's left instead
+            dx, ha = -3, "right"
+            ann.set_horizontalalignment(ha)
+            ann.xyann = (dx, dy)
+            box = extent(ann)
+        while any(box.overlaps(b) for b in placed):
+            dy += step
+            ann.xyann = (dx, dy)
+            box = extent(ann)
+        if dy > 2.0:  # moved: drawn again with a line to its point
+            ann.remove()
+            ax.annotate(names[i], (xs[i], ys[i]), xytext=(dx, dy), fontsize=fontsize,
+                        textcoords="offset points", va="bottom", ha=ha,
+                        arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5",
+                                    "shrinkA": 0, "shrinkB": 2})
+        placed.append(box)
 
 
 def _and(items: list[str]) -> str:

@@ -12,6 +12,7 @@ from classunlearn.data.core import (
     ForgetSplit,
     Images,
     cat_inputs,
+    describe_classes,
     parse_forget_classes,
     subset_dataset,
     to_input,
@@ -175,6 +176,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None,
     return _CACHE[key]
 
 
+def check_data_dir(name: str, data_dir: str | Path | None, flag: str = "--data-dir") -> None:
+    """Refuse a data folder given for an embedded dataset (it would be ignored, and a record
+    or sidecar would name a folder nothing was read from)."""
+    info = _info(name)
+    if info.embedded and data_dir is not None:
+        raise DataError(f"{flag} {data_dir} is given but {name} is embedded (nothing is read "
+                        f"from files); drop {flag}")
+
+
 _SHARED_META = "dataset.json"
 _SHARED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -251,6 +261,8 @@ __all__ = [
     "dataset_fingerprint",
     "load_dataset",
     "open_shared",
+    "check_data_dir",
+    "describe_classes",
     "parse_forget_classes",
     "share_dataset",
     "subset_dataset",

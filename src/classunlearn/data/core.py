@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -252,21 +253,59 @@ def _check_raw(name: str, raw: RawArrays) -> None:
         )
 
 
+def _forget_class_index(c: int | str, dataset: Dataset) -> int:
+    """The index one forget-class argument names (docs/forget.md, "Which class"): an int is an
+    index; a string that names a class means that class; ``name:X`` and ``index:N`` say
+    which reading is meant; a string that is a class's name and the index of another class
+    is refused, showing both readings."""
+    names = dataset.class_names
+    if isinstance(c, numbers.Integral) and not isinstance(c, bool):
+        return int(c)
+    s = str(c)
+    if s not in names and s.startswith(("name:", "index:")):
+        kind, _, rest = s.partition(":")
+        if kind == "name":
+            if rest not in names:
+                raise DataError(f"forget class '{s}': {dataset.name} has no class named "
+                                f"'{rest}'; its classes are {_some(names)}")
+            return names.index(rest)
+        if not _is_int(rest):
+            raise DataError(f"forget class '{s}': '{rest}' is not an index; write index:N "
+                            f"with N in 0..{dataset.num_classes - 1}")
+        return int(rest)
+    if s in names:
+        idx = names.index(s)
+        if _is_int(s) and int(s) != idx and 0 <= int(s) < len(names):
+            raise DataError(
+                f"forget class '{s}' is ambiguous in {dataset.name}: it is the name of class "
+                f"{idx} and the index of class {int(s)} (named '{names[int(s)]}'); write "
+                f"name:{s} for class {idx} or index:{s} for class {int(s)}")
+        return idx
+    if not _is_int(s):
+        raise DataError(
+            f"forget class '{s}' is not a class of {dataset.name}; "
+            f"choose an index 0..{dataset.num_classes - 1} or one of its class names"
+        )
+    return int(s)
+
+
+def _is_int(s: str) -> bool:
+    return s.lstrip("-").isascii() and s.lstrip("-").isdigit() and s.count("-") <= 1 \
+        and not s.endswith("-")
+
+
+def _some(names: list[str], n: int = 10) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def parse_forget_classes(forget: Sequence[int | str], dataset: Dataset) -> tuple[int, ...]:
-    """Turn class indices or names into a sorted tuple of indices, refusing bad requests."""
+    """Turn class indices or names into a sorted tuple of indices, refusing bad requests
+    (an ambiguous value, one out of range, one given twice, every class)."""
     if len(forget) == 0:
         raise DataError("no forget class given; pass at least one with --forget-class")
     out: list[int] = []
     for c in forget:
-        if isinstance(c, str) and not c.lstrip("-").isdigit():
-            if c not in dataset.class_names:
-                raise DataError(
-                    f"forget class '{c}' is not a class of {dataset.name}; "
-                    f"choose an index 0..{dataset.num_classes - 1} or one of its class names"
-                )
-            idx = dataset.class_names.index(c)
-        else:
-            idx = int(c)
+        idx = _forget_class_index(c, dataset)
         if not 0 <= idx < dataset.num_classes:
             raise DataError(
                 f"forget class {idx} is out of range for {dataset.name}, which has classes "
@@ -281,6 +320,11 @@ def parse_forget_classes(forget: Sequence[int | str], dataset: Dataset) -> tuple
             "leave at least one class to retain"
         )
     return tuple(sorted(out))
+
+
+def describe_classes(indices: Sequence[int], class_names: Sequence[str]) -> str:
+    """``3 (3)``, ``1 (automobile), 2 (bird)``: how every command shows resolved classes."""
+    return ", ".join(f"{int(c)} ({class_names[int(c)]})" for c in indices)
 
 
 @dataclass

@@ -577,11 +577,19 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
+def class_order(names: list[str]) -> list[str]:
+    """Class folder names in class-index order: numerically when every name is a decimal
+    number (``1, 2, 10``, not ``1, 10, 2``: issue #26), else as text."""
+    if names and all(n.isascii() and n.isdigit() for n in names):
+        return sorted(names, key=lambda n: (int(n), n))
+    return sorted(names)
+
+
 def _class_dirs(folder: Path) -> list[str]:
-    """Names of the (non-hidden) class sub-folders of ``folder``, sorted."""
+    """Names of the (non-hidden) class sub-folders of ``folder``, in :func:`class_order`."""
     try:
-        return sorted(d.name for d in folder.iterdir()
-                      if d.is_dir() and not d.name.startswith("."))
+        return class_order([d.name for d in folder.iterdir()
+                            if d.is_dir() and not d.name.startswith(".")])
     except OSError as exc:
         raise _error(f"cannot list {folder}: {_describe(exc)}") from None
 
@@ -763,7 +771,8 @@ def load_imagefolder(data_dir: Path, name: str = "imagefolder") -> RawArrays:
     Tiny-ImageNet-200 (``train/<wnid>/images/*.JPEG``, ``val/images`` labelled by
     ``val/val_annotations.txt``, optional ``words.txt``) is recognised by its annotation
     file; with ``name="tinyimagenet"`` the tree may also sit in
-    ``data_dir/tiny-imagenet-200``. Classes are the train sub-folders sorted by name; a
+    ``data_dir/tiny-imagenet-200``. Classes are the train sub-folders sorted by name
+    (numerically when every name is a number: :func:`class_order`); a
     test class missing from train is an error. Images are read with PIL as RGB and must
     all have the same size.
 
