@@ -19,11 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/classunlearn bench --dataset digits --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks examples
+	$(VENV)/bin/ruff check src tests scripts benchmarks examples experiments
 	$(PY) -m pytest -n 2 --durations=15
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks examples
+	$(VENV)/bin/ruff check src tests scripts benchmarks examples experiments
 
 bench-perf: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -48,7 +48,9 @@ from classunlearn.bench.units import (
 from classunlearn.data import (
     DATASETS,
     ForgetSplit,
+    check_data_dir,
     dataset_fingerprint,
+    describe_classes,
     load_dataset,
     parse_forget_classes,
     share_dataset,
@@ -78,8 +80,8 @@ from classunlearn.tune import (
 # What `--methods all` runs: every registered baseline plus TRW once per similarity source
 # worth comparing (docs/trw_similarity.md) and the two TRW-2R readings.
 ALL_METHODS = ["retrain", "original", "ft", "rl", "ga", "bs", "be", "l1-sparse", "salun",
-               "scrub", "ssd", "unsir", "rwft", "trw", "trw[weights]", "trw[features]",
-               "trw-2r-budget", "trw-2r-oracle"]
+               "scrub", "ssd", "unsir", "eu-k", "cf-k", "rwft", "trw", "trw[weights]",
+               "trw[features]", "trw-2r-budget", "trw-2r-oracle"]
 @dataclass
 class BenchConfig:
     dataset: str = "digits"
@@ -133,6 +135,7 @@ class BenchConfig:
         if self.dataset not in DATASETS:
             raise UserError(f"unknown dataset '{self.dataset}'; choose one of: "
                             f"{', '.join(DATASETS)}")
+        check_data_dir(self.dataset, self.data_dir)
         if self.seeds < 1:
             raise UserError(f"--seeds must be >= 1, got {self.seeds}")
         check_shadow_count(self.shadows)
@@ -240,7 +243,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
                                str(shared),
                                cfg.subset, cfg.test_subset, cfg.subset_seed)
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
-            log(f"study {study}: {len(cfg.methods)} methods x {cfg.seeds} seeds, "
+            log(f"study {study}: forget classes {describe_classes(fc, ds.class_names)}; "
+                f"{len(cfg.methods)} methods x {cfg.seeds} seeds, "
                 f"{shadows} shadows, {cfg.references} references")
             res, fail, study_rows = _run_study(cfg, ctx, study, shadows, store, executor,
                                                counts, log)
