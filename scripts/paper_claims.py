@@ -141,8 +141,6 @@ def study_rows(values: dict, verdicts: dict, study: str):
              "U-LiRA | U-LiRA gap |", "|---|---|---:|---:|---|---:|---:|---:|"]
     rows, mia = {}, {}
     for method, by_seed in per.items():
-        if method == "original":
-            continue
         g = gaps(by_seed, retrain)
         rows[method] = g
         mia[method] = mia_verdicts(verdicts, study, method, seeds).split("/")
