@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None,
     """
     _info(name)
     key = (name, str(data_dir), str(shared))
+    with _LOAD_LOCK:  # one load at a time: numpy's .npy header parsing is not thread-safe
+        return _load_cached(key, name, data_dir, shared)
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_cached(key: tuple, name: str, data_dir, shared) -> Dataset:
     if key not in _CACHE:
         info = DATASETS[name]
         if shared is not None and (Path(shared) / _SHARED_META).is_file():
