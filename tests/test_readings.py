@@ -157,3 +157,35 @@ def test_forget_under_the_paper_set_is_recorded_and_verifies(tmp_path, capsys):
     assert record["method"]["params"]["batch_size"] == 128
     capsys.readouterr()
     assert main(["verify", str(out / "record.json")]) == 0, capsys.readouterr()
+
+
+def test_audit_takes_the_reading_set(tmp_path, capsys):
+    orig, ref1, ref2 = (tmp_path / f"{n}.safetensors" for n in ("orig", "ref1", "ref2"))
+    assert main(["train", "--dataset", "digits", "--epochs", "3", "--out", str(orig)]) == 0
+    for seed, ref in ((1, ref1), (2, ref2)):
+        assert main(["train", "--dataset", "digits", "--epochs", "3", "--exclude-class", "3",
+                     "--seed", str(seed), "--out", str(ref)]) == 0
+    out = {}
+    for readings in ("paper", "default"):
+        path = tmp_path / f"{readings}.json"
+        assert main(["audit", "--checkpoint", str(orig), "--forget-class", "3", "--reference",
+                     str(ref1), "--reference", str(ref2), "--metrics", "mia_nn,svc_mia",
+                     "--readings", readings, "--json", str(path)]) == 0
+        out[readings] = json.loads(path.read_text())["metrics"]
+    capsys.readouterr()
+    assert out["paper"]["mia_nn_feature"] == "logits"
+    assert out["default"]["mia_nn_feature"] == "labels"
+    assert out["paper"]["svc_mia_feature"] == out["default"]["svc_mia_feature"] == "confidence"
+
+
+def test_api_audit_takes_the_reading_set(digits_models):
+    import classunlearn as cu
+
+    split, original, refs = digits_models
+    ds = split.dataset
+    common = dict(train=(ds.x_train, ds.y_train), test=(ds.x_test, ds.y_test),
+                  forget_classes=[3], references=refs, metrics="mia_nn")
+    paper = cu.audit(original, readings="paper", **common)
+    assert paper["mia_nn_feature"] == "logits"
+    assert cu.audit(original, readings="paper", mia_feature="probs",
+                    **common)["mia_nn_feature"] == "probs"
