@@ -49,6 +49,14 @@ _callable_module(classunlearn.audit, "audit")
 _callable_module(classunlearn.bench, "bench")
 
 
+def forget(*args, **kwargs):
+    """A deletion request end to end (``classunlearn forget``): see
+    :func:`classunlearn.api.forget`."""
+    from classunlearn.api import forget as run
+
+    return run(*args, **kwargs)
+
+
 def unlearn(*args, **kwargs):
     """Make a copy of a model forget classes: see :func:`classunlearn.api.unlearn`."""
     from classunlearn.api import unlearn as run
@@ -68,6 +76,7 @@ __all__ = [
     "bench",
     "build_model",
     "default_recipe",
+    "forget",
     "load_checkpoint",
     "load_dataset",
     "make_params",

@@ -32,3 +32,18 @@ def lazy_names(package: str, source_of: dict[str, str]
         return sorted(set(vars(module)) | set(source_of))
 
     return __getattr__, __dir__
+
+
+def callable_module(module, api_name: str) -> None:
+    """Make `module` callable: calling it calls ``classunlearn.api.<api_name>`` (imported
+    then). For a submodule that shares its name with an API function (``cu.forget``): once
+    imported, the package attribute is the module, and calling it still works."""
+    import types
+
+    class CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return getattr(importlib.import_module("classunlearn.api"), api_name)(*args,
+                                                                               **kwargs)
+
+    CallableModule.__call__.__doc__ = f"classunlearn.api.{api_name}: see its docstring"
+    module.__class__ = CallableModule

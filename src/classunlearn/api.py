@@ -18,6 +18,12 @@ own architecture and data: pass the function that builds the architecture (``mod
                       recipe=recipe, record=record)          # record: what cu.unlearn returned
     result = cu.bench(build, train, test, [3], recipe=recipe, out="runs/mine")
 
+Trained your model your own way (AdamW, warm-up, label smoothing, your augmentation) or
+fine-tuned it from a pretrained backbone? Pass ``trainer=`` (your training function,
+``(model, x, y, seed, device) -> model``, module-level in a ``.py`` file) and ``init=`` (the
+backbone's ``.safetensors``): every shadow, reference and retrained model is then trained
+that way (docs/own_training.md). ``cu.forget`` is ``classunlearn forget``.
+
 Both go through the engine of the CLI, not a copy of it: the data is saved once (content-keyed,
 exactly as given) as the ``tensors`` dataset, the model function becomes a plug-in
 ``FILE.py:FUNCTION``, and the bench units, their keys and the metric functions do the rest
@@ -201,6 +207,42 @@ def model_reference(model_fn: ModelFn) -> str:
     return f"{Path(file).resolve()}:{qual}"
 
 
+def trainer_reference(trainer: Callable[..., nn.Module] | str) -> str:
+    """The plug-in reference ``/abs/path/file.py:FUNCTION`` of a training function: a string
+    as the CLI's ``--trainer`` takes it, or a function defined at module level in a ``.py``
+    file (lambdas, closures and functions of ``__main__`` are refused: shadow models are
+    trained by it in worker processes too)."""
+    from classunlearn.trainers import canonical_trainer
+
+    how = ("define it at module level in a .py file (def train(model, x, y, seed, device): "
+           "... return model), import it from there and pass that function, or pass "
+           "'path/to/file.py:train'")
+    if isinstance(trainer, str):
+        return canonical_trainer(trainer)
+    if isinstance(trainer, nn.Module) or not callable(trainer):
+        raise ParameterError(f"trainer must be a training function or a 'FILE.py:FUNCTION' "
+                             f"string, got a {type(trainer).__name__}; {how}")
+    qual = getattr(trainer, "__qualname__", None)
+    module = sys.modules.get(getattr(trainer, "__module__", None) or "")
+    file = getattr(module, "__file__", None)
+    if not isinstance(qual, str) or "<lambda>" in qual or "<locals>" in qual:
+        raise ParameterError(f"trainer {qual or type(trainer).__name__} is not a module-level "
+                             f"function, so it cannot be loaded from a file; {how}")
+    if getattr(trainer, "__module__", None) == "__main__" or not file \
+            or not str(file).endswith(".py"):
+        raise ParameterError(f"trainer {qual} is not defined in an importable .py file (it "
+                             f"comes from '{getattr(trainer, '__module__', None)}'); {how}")
+    return canonical_trainer(f"{Path(file).resolve()}:{qual}")
+
+
+def _training(recipe: Recipe, trainer, init, init_map):
+    """The :class:`classunlearn.trainers.Training` of the API's trainer=/init= arguments."""
+    from classunlearn.trainers import make_training
+
+    return make_training(recipe, trainer_reference(trainer) if trainer is not None else None,
+                         init, init_map)
+
+
 def _check_architecture(model: nn.Module, model_ref: str, input_shape: tuple[int, ...],
                         num_classes: int) -> None:
     """Refuse a `model_fn` whose model does not have the audited model's parameters."""
@@ -265,6 +307,9 @@ def audit(
     readings: str = "default",
     mia_feature: str | None = None,
     svc_feature: str | None = None,
+    trainer: Callable[..., nn.Module] | str | None = None,
+    init: str | Path | None = None,
+    init_map: dict[str, str] | None = None,
 ) -> dict:
     """Every metric of ``classunlearn audit`` for an in-memory model, computed by the same
     functions: Acc_r, Acc_f, TA_r, TA_f (and per-class test accuracy), TV distance to the
@@ -282,7 +327,12 @@ def audit(
     so a second audit on the same data reuses them. `metrics` is "all" or a list of groups
     (accuracy, tv, svc_mia, mia_nn, ulira). `readings` ("default" or "paper",
     docs/readings.md section 9) picks the attacks' features; `mia_feature` and `svc_feature`
-    win over it.
+    win over it. `trainer` (your training function, ``(model, x, y, seed, device) ->
+    model``, module-level in a ``.py`` file, or ``"FILE.py:FUNCTION"``) and `init` (a
+    ``.safetensors`` checkpoint the model was fine-tuned from; `init_map` renames its
+    tensors ``{checkpoint prefix: model prefix}``) say how `model` was trained beyond
+    `recipe`: the shadows are trained the same way (docs/own_training.md). The references
+    you pass must have been trained that way too: nothing here can check it.
 
     Returns a dict with every contract key (``acc_retain``, ``acc_forget``,
     ``test_acc_retain``, ``test_acc_forget``, ``svc_mia``, ``mia_nn``, ``mia_nn_gap``,
@@ -316,9 +366,16 @@ def audit(
     logits = SplitLogits.of(model, split)  # once per model, reused by every metric
     ref_logits = [SplitLogits.of(r, split) for r in refs]
 
+    training = None
+    if recipe is not None and (trainer is not None or init is not None):
+        training = _training(recipe, trainer, init, init_map)  # checked before any work
+    elif trainer is not None or init is not None:
+        raise ParameterError("trainer= and init= say how the model was trained beyond its "
+                             "recipe: pass recipe= too")
+
     def ulira():
         return _ulira(split, model_ref, recipe, record, shadows, cache,
-                      [logits, *ref_logits], log or _stderr)
+                      [logits, *ref_logits], log or _stderr, training)
 
     from classunlearn.readings import attack_features
 
@@ -344,9 +401,15 @@ def audit(
 
 def _ulira(split: ForgetSplit, model_ref: str | None, recipe: Recipe | None,
            record: RunRecord | None, shadows: int, cache: str | Path | None,
-           audited: list[SplitLogits], log: Callable[[str], None]):
+           audited: list[SplitLogits], log: Callable[[str], None], training=None):
     """U-LiRA through the bench's units (``bench.audit.replay_ulira``), or why not."""
-    from classunlearn.bench.audit import RecordedMethod, UliraOutcome, rebuild_method, replay_ulira
+    from classunlearn.bench.audit import (
+        RecordedMethod,
+        UliraOutcome,
+        announce_training,
+        rebuild_method,
+        replay_ulira,
+    )
     from classunlearn.bench.units import StudyContext
     from classunlearn.data import dataset_fingerprint
     from classunlearn.models import model_source_sha256
@@ -384,9 +447,11 @@ def _ulira(split: ForgetSplit, model_ref: str | None, recipe: Recipe | None,
                                  "original's recipe: pass the recipe the model was trained with")
     d = split.dataset
     folder, path = _save_data(d.x_train, d.y_train, d.x_test, d.y_test, d.num_classes, cache)
+    extra = StudyContext.of_training(training) if training is not None else {}
     ctx = StudyContext(DATASET, str(path), model_ref, {}, recipe.to_dict(),
                        tuple(split.forget_classes), dataset_fingerprint(DATASET, path),
-                       model_source_sha256(model_ref) or "")
+                       model_source_sha256(model_ref) or "", **extra)
+    announce_training(ctx, log)
     return replay_ulira(ctx, split, method, cls, params, shadows, folder, audited, [], [], log)
 
 
@@ -416,6 +481,9 @@ def bench(
     executor: str = "local",
     num_classes: int | None = None,
     log: Callable[[str], None] = _stderr,
+    trainer: Callable[..., nn.Module] | str | None = None,
+    init: str | Path | None = None,
+    init_map: dict[str, str] | None = None,
     **more: object,
 ):
     """The whole study of ``classunlearn bench`` on your architecture and data: originals
@@ -435,7 +503,10 @@ def bench(
     "ray" (every node needs the same `out` path and model file). Any other BenchConfig
     field passes through `more` (``readings="paper"``, ``tune="baselines"``, ``quick=True``,
     ``epochs=5``,
-    ``method_params={"trw": {"beta": "5"}}``, ``model_kwargs={...}``, ``workers=2``, ...)."""
+    ``method_params={"trw": {"beta": "5"}}``, ``model_kwargs={...}``, ``workers=2``, ...).
+    `trainer` and `init` (`init_map`), as in :func:`audit`: every model the study trains
+    from scratch (originals, references, shadows, the retrain row) is trained by your
+    function and/or starts from the checkpoint (docs/own_training.md)."""
     import dataclasses
 
     from classunlearn.bench.runner import ALL_METHODS, BenchConfig, run_bench
@@ -446,7 +517,7 @@ def bench(
                              f"trained), got a {type(recipe).__name__}")
     fields = {f.name for f in dataclasses.fields(BenchConfig)}
     fixed = {"dataset", "data_dir", "model", "recipe", "forget_classes", "methods", "seeds",
-             "shadows", "references", "executor", "out"}
+             "shadows", "references", "executor", "out", "trainer", "init", "init_map"}
     bad = sorted(set(more) - (fields - fixed))
     if bad:
         raise ParameterError(f"cu.bench got unknown or fixed argument(s) {bad}; it passes "
@@ -470,5 +541,83 @@ def bench(
                       forget_classes=_studies(forget_classes), methods=method_list,
                       seeds=seeds, shadows=shadows, references=references,
                       executor=executor, out=str(out), recipe=recipe.to_dict(),
+                      trainer=trainer_reference(trainer) if trainer is not None else None,
+                      init=str(init) if init is not None else None,
+                      init_map=dict(init_map) if init_map else None,
                       **more)  # type: ignore[arg-type]
     return run_bench(cfg, log=log)
+
+
+def _forget_argv(checkpoint, forget_classes, out, params=None, **flags: object) -> list[str]:
+    """The `classunlearn forget` arguments equivalent to a ``cu.forget`` call (the record's
+    ``command``)."""
+    argv = ["forget", "--checkpoint", str(checkpoint), "--forget-class",
+            *(str(c) for c in forget_classes), "--out", str(out)]
+    for k, v in flags.items():
+        if v is None or v is False or (k == "note" and not v) or (k == "seed" and v == 0) \
+                or (k == "readings" and v == "default"):
+            continue
+        flag = "--" + k.replace("_", "-")
+        argv += [flag] if v is True else [flag, str(v)]
+    for k, v in (params or {}).items():
+        argv += ["--set", f"{k}={v}"]
+    return argv
+
+
+def forget(
+    checkpoint: str | Path,
+    forget_classes: Sequence[int | str],
+    out: str | Path,
+    *,
+    method: str | None = None,
+    references: int | None = None,
+    shadows: int | None = None,
+    note: str = "",
+    previous: str | Path | None = None,
+    cache: str | Path | None = None,
+    seed: int = 0,
+    params: dict[str, object] | None = None,
+    readings: str = "default",
+    mia_feature: str | None = None,
+    tune: bool = False,
+    data_dir: str | Path | None = None,
+    trainer: Callable[..., nn.Module] | str | None = None,
+    init: str | Path | None = None,
+    log: Callable[[str], None] = _stderr,
+):
+    """``classunlearn forget`` from Python: unlearn `forget_classes` from the checkpoint
+    (written by ``classunlearn train``), train what the audit needs and the cache lacks
+    (references retrained without the classes, U-LiRA shadows: as the checkpoint's sidecar
+    says the original was trained, its plug-in trainer and init checkpoint included), audit
+    and write ``out/unlearned.safetensors``, ``out/record.json`` and ``out/record.html``.
+    Every argument is the command's flag of the same name (defaults: method rwft, 5
+    references, 16 shadows; `params` is ``--set``); `trainer` / `init` say where the
+    sidecar's trainer file / init checkpoint are now if they moved (same SHA-256 required).
+
+    Returns the :class:`~classunlearn.forget.ForgetResult`: ``.record`` (the sealed record,
+    as record.json holds it; ``.record["verdicts"]``), ``.units_computed``,
+    ``.units_reused``; ``classunlearn.forget.exit_code(result.record)`` is the command's exit
+    status (3 when an attack tells the model from retrained ones). Bad input raises a
+    ``UserError`` (the command's exit 2)."""
+    import importlib
+
+    engine = importlib.import_module("classunlearn.forget")  # the module, not this function
+
+    req = engine.ForgetRequest(
+        checkpoint=Path(checkpoint), forget_classes=[str(c) for c in forget_classes],
+        out=Path(out), data_dir=str(data_dir) if data_dir is not None else None,
+        method=method or engine.DEFAULT_FORGET_METHOD,
+        references=engine.DEFAULT_REFERENCES if references is None else references,
+        shadows=engine.DEFAULT_SHADOWS if shadows is None else shadows, note=note,
+        previous=Path(previous) if previous is not None else None,
+        cache=Path(cache) if cache is not None else None, seed=seed,
+        command=_forget_argv(checkpoint, forget_classes, out, method=method,
+                             references=references, shadows=shadows, note=note,
+                             previous=previous, cache=cache, seed=seed, readings=readings,
+                             mia_feature=mia_feature, tune=tune, data_dir=data_dir,
+                             params=params),
+        params={k: str(v) for k, v in (params or {}).items()}, readings=readings,
+        mia_feature=mia_feature, tune=tune,
+        trainer=trainer_reference(trainer) if trainer is not None else None,
+        init=str(init) if init is not None else None)
+    return engine.run_forget(req, log=log)

@@ -5,7 +5,11 @@
 arguments, training recipe, seed, the unlearning method if any, and the SHA-256 of the
 weights file, checked on every load so a truncated or swapped file is refused. For a plug-in
 model (``MODULE:FUNCTION``) it also holds the SHA-256 of the model's source file
-(``model_source_sha256``), checked on every load so a changed model file is refused.
+(``model_source_sha256``), checked on every load so a changed model file is refused. A model
+trained by a plug-in trainer or fine-tuned from an init checkpoint (``classunlearn.trainers``)
+records the trainer's reference and file SHA-256 and the init checkpoint's path, SHA-256 and
+prefix map; `forget`, `audit` and `tune` train its references and shadows the same way and
+re-hash both files first (``trainers.sidecar_training``).
 """
 
 from __future__ import annotations
@@ -52,18 +56,36 @@ class CheckpointMeta:
     input_norm: dict | None = None
     sha256: str = ""
     format_version: int = FORMAT_VERSION
+    # how it was trained beyond the recipe (classunlearn.trainers); written only when set,
+    # so the sidecars of every other checkpoint read as before
+    trainer: str | None = None  # plug-in trainer /abs/file.py:FUNCTION (or module:FUNCTION)
+    trainer_sha256: str | None = None  # SHA-256 of the trainer's file
+    init: str | None = None  # the init checkpoint it was fine-tuned from (absolute path)
+    init_sha256: str | None = None  # that checkpoint's SHA-256
+    init_map: dict | None = None  # {checkpoint prefix: model prefix}, or None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items()
+                if not (k in TRAINING_FIELDS and v is None)}
+
+    def set_training(self, training) -> None:
+        """Record a :class:`classunlearn.trainers.Training` beyond its recipe."""
+        self.recipe = training.recipe.to_dict()
+        self.trainer, self.trainer_sha256 = training.trainer, training.trainer_sha256
+        self.init, self.init_sha256 = training.init, training.init_sha256
+        self.init_map = dict(training.init_map) if training.init_map else None
 
     @classmethod
     def from_dict(cls, d: dict) -> CheckpointMeta:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+TRAINING_FIELDS = ("trainer", "trainer_sha256", "init", "init_sha256", "init_map")
 
 
 def sidecar_path(path: Path) -> Path:
@@ -214,7 +236,11 @@ def _check_meta_types(meta: CheckpointMeta) -> None:
               "sha256": isinstance(meta.sha256, str), "method": meta.method is None
               or isinstance(meta.method, dict), "model_source_sha256":
               meta.model_source_sha256 is None or isinstance(meta.model_source_sha256, str),
-              "input_norm": meta.input_norm is None or isinstance(meta.input_norm, dict)}
+              "input_norm": meta.input_norm is None or isinstance(meta.input_norm, dict),
+              **{k: getattr(meta, k) is None or isinstance(getattr(meta, k), str)
+                 for k in TRAINING_FIELDS if k != "init_map"},
+              "init_map": meta.init_map is None or (isinstance(meta.init_map, dict) and all(
+                  isinstance(k, str) and isinstance(v, str) for k, v in meta.init_map.items()))}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise TypeError(f"field(s) {', '.join(bad)} have the wrong type")

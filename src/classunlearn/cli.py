@@ -151,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_model_source,
         model_source_sha256,
     )
-    from classunlearn.train import default_recipe, override, train_model
+    from classunlearn.train import default_recipe, override, recipe_from_strings
+    from classunlearn.trainers import check_init, check_trainer_source, make_training
 
     out = Path(args.out)
     check_checkpoint_out(out, [])
@@ -163,6 +164,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_kwargs = _model_kwargs(args.model_arg)
     recipe = override(default_recipe(args.dataset), epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size)
+    recipe = recipe_from_strings(recipe, _key_values(args.recipe_arg, "--recipe-arg"))
+    # a plug-in trainer and an init checkpoint: hashed and checked before any work
+    training = make_training(recipe, args.trainer, args.init, args.init_map)
     x, y, excluded = ds.x_train, ds.y_train, []
     if args.exclude_class:
         split = ForgetSplit.make(ds, args.exclude_class)
@@ -174,19 +178,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not any(p.requires_grad for p in model.parameters()):
         raise ParameterError(f"model '{model_name}' has no trainable parameters, so there is "
                              "nothing to train; give the model at least one nn.Parameter")
+    report = training.start(model)  # the init checkpoint's weights, where they fit
+    if report is not None:
+        print(report.line(training.init))
+    if training.trainer:
+        print(f"trainer: {training.trainer} (SHA-256 {training.trainer_sha256[:12]}...)")
     try:
-        model = train_model(model, x, y, recipe, seed=args.seed, device=args.device,
-                            desc=f"train {model_name}")
+        model = training.fit(model, x, y, args.seed, args.device, desc=f"train {model_name}")
     except TrainingDiverged as e:  # its hint names `--set`, which train does not take
+        if training.trainer:
+            raise
         raise TrainingDiverged(f"{str(e).split('; lower')[0]}; lower the learning rate (--lr, "
                                f"now {recipe.lr:g}) or the number of epochs (--epochs)"
                                ) from None
     check_model_source(model_name, source_sha)  # the file did not change while training
+    if training.trainer:  # nor did the trainer's, nor the init checkpoint
+        check_trainer_source(training.trainer, training.trainer_sha256)
+    if training.init:
+        check_init(training.init, training.init_sha256)
     meta = CheckpointMeta(dataset=args.dataset, class_names=ds.class_names,
                           input_shape=list(ds.input_shape), model=model_name,
                           model_kwargs=model_kwargs, excluded_classes=excluded,
                           recipe=recipe.to_dict(), seed=args.seed,
                           model_source_sha256=source_sha, input_norm=ds.norm_stats)
+    meta.set_training(training)
     save_checkpoint(model, meta, out)
     print(f"wrote {out} ({'retrained without ' + str(excluded) if excluded else 'original'})")
     return 0
@@ -228,8 +243,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         ref_model, ref_meta = load_checkpoint(r, ds)
         refs.append(ref_model)
         ref_records.append({"path": str(Path(r).resolve()), "sha256": ref_meta.sha256})
+    training = None
+    if cls.follows_recipe:  # retrain: the original's trainer and init checkpoint too
+        from classunlearn.trainers import sidecar_training
+
+        training = sidecar_training(meta, args.checkpoint)
     unlearned, record = cls().unlearn(model, UnlearnData.from_split(split), params,
-                                      seed=seed, device=args.device, references=refs)
+                                      seed=seed, device=args.device, references=refs,
+                                      training=training)
     parent = meta.sha256
     meta.method = {"name": cls.name, "params": record.params,
                    "forget_classes": list(split.forget_classes), "seed": seed,
@@ -293,7 +314,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         previous=Path(args.previous) if args.previous else None,
         cache=Path(args.cache) if args.cache else None, seed=args.seed,
         command=list(args.argv), params=_key_values(args.set, "--set"),
-        readings=args.readings, mia_feature=args.mia_feature, tune=args.tune)
+        readings=args.readings, mia_feature=args.mia_feature, tune=args.tune,
+        trainer=args.trainer, init=args.init)
     if args.dry_run:
         from classunlearn.forget import describe
 
@@ -361,6 +383,13 @@ def _bench(args: argparse.Namespace) -> int:
         "model": args.model, "model_kwargs": model_kwargs, "seeds": args.seeds,
         "references": args.references, "shadows": args.shadows, "subset": args.subset,
         "test_subset": args.test_subset})
+    if args.recipe_arg:  # on top of the preset's (or the dataset's default) recipe
+        from classunlearn.train import Recipe, default_recipe, recipe_from_strings
+
+        base = (Recipe.from_dict(settings["recipe"]) if settings["recipe"]
+                else default_recipe(args.dataset))
+        settings["recipe"] = recipe_from_strings(
+            base, _key_values(args.recipe_arg, "--recipe-arg")).to_dict()
     cfg = BenchConfig(
         dataset=args.dataset, data_dir=args.data_dir, model=settings["model"],
         model_kwargs=settings["model_kwargs"], recipe=settings["recipe"],
@@ -372,7 +401,8 @@ def _bench(args: argparse.Namespace) -> int:
         executor=args.executor, address=args.address, workers=args.workers,
         gpus_per_task=args.gpus_per_task, quick=args.quick,
         epochs=args.epochs, method_params=method_params, out=args.out, tune=args.tune or False,
-        readings=args.readings, mia_feature=args.mia_feature, svc_feature=args.svc_feature)
+        readings=args.readings, mia_feature=args.mia_feature, svc_feature=args.svc_feature,
+        trainer=args.trainer, init=args.init, init_map=args.init_map)
     if args.dry_run:
         from classunlearn.bench.plan import describe_study
 
@@ -404,7 +434,8 @@ def _setting_sources(args: argparse.Namespace) -> dict[str, str]:
         f"preset {args.preset}" if args.preset else f"{args.dataset}'s default")
     out["recipe"] = ("--epochs on " if args.epochs else "") + (
         f"preset {args.preset}" if args.preset else f"{args.dataset}'s default recipe") + (
-        ", --quick halves the epochs" if args.quick else "")
+        ", --quick halves the epochs" if args.quick else "") + (
+        ", --recipe-arg" if args.recipe_arg else "")
     return out
 
 
@@ -422,7 +453,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _checked_classes(args)
     out = tune_checkpoint(args.checkpoint, args.forget_class, methods, args.data_dir,
                           args.out, args.seed,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+                          log=lambda m: print(m, file=sys.stderr, flush=True),
+                          trainer=args.trainer, init=args.init)
     for r in out.results:
         print(format_table(r) + "\n")
     print("chosen (flags for `classunlearn forget --method METHOD` and `unlearn --method "
@@ -452,6 +484,37 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 DATA_DIR_HELP = ("folder (or .npz file) of a dataset read from local files; not for embedded "
                  "datasets (see `classunlearn datasets`)")
+
+TRAINER_HELP = ("your training function as MODULE:FUNCTION (a dotted module or a .py path); "
+                "FUNCTION(model, x, y, seed, device) trains the freshly built model on (x, y) "
+                "and returns it, deterministically for a seed (docs/own_training.md)")
+INIT_HELP = ("a .safetensors checkpoint every model starts from (fine-tuning a pretrained "
+             "backbone): tensors of the same name and shape are loaded, the rest (a new head) "
+             "are drawn from the seed")
+
+
+def _training_flags(p: argparse.ArgumentParser, trains: bool) -> None:
+    """--trainer / --init (/ --init-map, --recipe-arg) of the commands that train from
+    scratch (train, bench), or that follow a checkpoint's sidecar (forget, audit, tune)."""
+    if trains:
+        p.add_argument("--trainer", metavar="MODULE:FUNCTION", help=TRAINER_HELP)
+        p.add_argument("--init", metavar="CKPT", help=INIT_HELP)
+        p.add_argument("--init-map", action="append", metavar="CKPT_PREFIX=MODEL_PREFIX",
+                       help="rename the --init checkpoint's tensors: those under CKPT_PREFIX "
+                            "load into MODEL_PREFIX...; with a map, only mapped tensors load "
+                            "(repeatable)")
+        p.add_argument("--recipe-arg", action="append", metavar="KEY=VALUE",
+                       help="set a field of the training recipe, e.g. optimizer=adamw, "
+                            "label_smoothing=0.1, warmup_epochs=1, nesterov=true, momentum, "
+                            "weight_decay, schedule, augment (repeatable)")
+        return
+    p.add_argument("--trainer", metavar="MODULE:FUNCTION",
+                   help="where the checkpoint's plug-in trainer is now, if it moved (default: "
+                        "the one its sidecar records; its SHA-256 must be the recorded one)")
+    p.add_argument("--init", metavar="CKPT",
+                   help="where the checkpoint's init checkpoint is now, if it moved (default: "
+                        "its sidecar's; its SHA-256 must be the recorded one)")
+
 
 def _reading_flags(p: argparse.ArgumentParser) -> None:
     from classunlearn.readings import DEFAULT_READINGS, READINGS
@@ -490,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="training epochs (default: the dataset's recipe)")
     t.add_argument("--lr", type=float, help="learning rate (default: the dataset's recipe)")
     t.add_argument("--batch-size", type=int, help="batch size (default: the dataset's recipe)")
+    _training_flags(t, trains=True)
     t.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, "
                    "cuda or cuda:N")
     t.add_argument("--out", required=True, help="output .safetensors path")
@@ -538,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", help=DATA_DIR_HELP)
     a.add_argument("--json", metavar="FILE", help="also write every number and verdict to "
                    "this JSON file")
+    _training_flags(a, trains=False)
     a.set_defaults(func=cmd_audit)
 
     f = sub.add_parser(
@@ -580,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first choose the method's lr and epochs on this model, as "
                         "`classunlearn tune` does (cached); --set values win")
     _reading_flags(f)
+    _training_flags(f, trains=False)
     f.add_argument("--dry-run", action="store_true",
                    help="print the resolved request (the method's parameters and where each "
                         "came from, the attacks' settings) and exit without training")
@@ -632,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpus-per-task", type=float, default=0.0,
                    help="Ray only: GPUs each unit asks the cluster for (e.g. 1 or 0.25)")
     b.add_argument("--epochs", type=int, help="override the training recipe's epochs")
+    _training_flags(b, trains=True)
     b.add_argument("--quick", action="store_true", help="half the epochs and 8 shadows")
     b.add_argument("--tune", nargs="?", const="all", choices=["all", "baselines"],
                    help="first choose each method's lr/epochs on the original (see `tune`): "
@@ -659,6 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
                     ".classunlearn-cache beside the checkpoint)")
     tu.add_argument("--seed", type=_seed, default=0,
                     help="seed of the validation split and of every run")
+    _training_flags(tu, trains=False)
     tu.set_defaults(func=cmd_tune)
 
     r = sub.add_parser("report", help="rebuild report.md/report.html from a bench's results")

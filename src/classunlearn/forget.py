@@ -112,6 +112,10 @@ class ForgetRequest:
     readings: str = "default"  # the reading set (classunlearn.readings)
     mia_feature: str | None = None  # --mia-feature: wins over the reading set's
     tune: bool = False  # --tune: choose lr/epochs on the original first (classunlearn.tune)
+    # --trainer / --init: where the sidecar's plug-in trainer / init checkpoint are now, if
+    # they moved (their SHA-256 must be the recorded one); None: the sidecar's paths
+    trainer: str | None = None
+    init: str | None = None
 
 
 @dataclass
@@ -396,6 +400,9 @@ def describe(req: ForgetRequest) -> str:
                              "and shadow models cannot be trained the same way; train the "
                              "model with `classunlearn train`")
     _, before = _previous(req)
+    from classunlearn.trainers import sidecar_training
+
+    training = sidecar_training(meta, req.checkpoint, req.trainer, req.init)
     ds = load_dataset(meta.dataset, req.data_dir)
     asked = parse_forget_classes(req.forget_classes, ds)
     audited = tuple(sorted({*asked, *before}))
@@ -404,7 +411,7 @@ def describe(req: ForgetRequest) -> str:
                 recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
     return (f"forget classes: {describe_classes(asked, ds.class_names)}"
             + (" (--tune: lr and epochs are chosen first)" if req.tune else "") + "\n"
-            + describe_request(req, ds, meta, audited))
+            + describe_request(req, ds, meta, audited, training))
 
 
 def run_forget(req: ForgetRequest, log: Callable[[str], None] = print,
@@ -428,6 +435,10 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print,
                              "shadow models cannot be trained the same way; train the model "
                              "with `classunlearn train`")
     prev, before = _previous(req)
+    from classunlearn.trainers import sidecar_training
+
+    # the trainer's file and the init checkpoint re-hashed: a changed one is refused here
+    training = sidecar_training(meta, ckpt, req.trainer, req.init)
     ds = load_dataset(meta.dataset, req.data_dir)
     model, meta = load_checkpoint(ckpt, ds)
     asked = parse_forget_classes(req.forget_classes, ds)
@@ -451,7 +462,7 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print,
     os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; DIR follows the umask
     try:
         record = _write_request(req, stage, ckpt, meta, prev, before, ds, model, asked, split,
-                                original_logits, cache, counts, values, tuned, log)
+                                original_logits, cache, counts, values, tuned, log, training)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -487,7 +498,7 @@ def _tune(req: ForgetRequest, ckpt: Path, meta: CheckpointMeta, asked: tuple[int
         log(f"--tune: {', '.join(keys)} are all set explicitly; nothing to tune")
         return dict(req.params), None
     out = tune_checkpoint(str(ckpt), list(asked), [req.method], req.data_dir, str(cache),
-                          req.seed, log)
+                          req.seed, log, trainer=req.trainer, init=req.init)
     counts["computed"] += out.computed
     counts["reused"] += out.reused
     result = out.results[0]
@@ -509,7 +520,7 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
                    prev: dict | None, before: list[int], ds, model: torch.nn.Module,
                    asked: tuple[int, ...], split: ForgetSplit, original_logits: SplitLogits,
                    cache: Path, counts: dict, values: dict[str, str], tuned: dict | None,
-                   log: Callable[[str], None]) -> dict:
+                   log: Callable[[str], None], training=None) -> dict:
     """The work of a request, written into `out` (the stage folder): references, the
     unlearned model, the audit, the sealed record. Paths outside `out` are recorded relative
     to the final DIR (a sibling of the stage, so the same relative path)."""
@@ -517,6 +528,7 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
         METRIC_GROUPS,
         RecordedMethod,
         UliraOutcome,
+        announce_training,
         measure,
         replay_ulira,
     )
@@ -525,12 +537,11 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
     from classunlearn.bench.store import Store
     from classunlearn.bench.units import (
         SEED_REFERENCE,
-        StudyContext,
+        checkpoint_context,
         model_from_arrays,
         reference_key,
         unit_train,
     )
-    from classunlearn.data import dataset_fingerprint
     from classunlearn.methods import UnlearnData, make_params
     from classunlearn.train import Recipe
 
@@ -539,10 +550,8 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
                               recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
     mia_feature, svc_feature = attack_features(req.readings, req.mia_feature)
     store = Store(cache)
-    ctx = StudyContext(meta.dataset, req.data_dir, meta.model, dict(meta.model_kwargs),
-                       dict(meta.recipe), split.forget_classes,
-                       dataset_fingerprint(meta.dataset, req.data_dir),
-                       meta.model_source_sha256 or "")
+    ctx = checkpoint_context(meta, req.data_dir, split.forget_classes, training)
+    announce_training(ctx, log)
 
     # 1. the references (the bench's reference units: same keys, same seeds)
     executor = LocalExecutor()
@@ -559,6 +568,10 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
                                   recipe=dict(meta.recipe), seed=SEED_REFERENCE + j,
                                   model_source_sha256=meta.model_source_sha256,
                                   input_norm=meta.input_norm)
+        if training is not None:  # trained as the original was, and recorded so
+            ref_meta.trainer, ref_meta.trainer_sha256 = training.trainer, training.trainer_sha256
+            ref_meta.init, ref_meta.init_sha256 = training.init, training.init_sha256
+            ref_meta.init_map = dict(training.init_map) if training.init_map else None
         path = out / "references" / f"reference_{j}.safetensors"
         save_checkpoint(model_from_arrays(ctx, split, done[k][0]), ref_meta, path)
         ref_paths.append(path)
@@ -620,7 +633,8 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
             "unlearned": _file(unlearned_path, out, sidecar=True),
             "references": [_file(p, out, sidecar=True) for p in ref_paths],
             "ulira_scores": _file(out / "ulira.safetensors", out) if arrays is not None
-            else None},
+            else None,
+            **_training_files(training, final)},
         # run_s: this process, the method alone; retrain_s: one reference's training as the
         # unit that trained it measured it (maybe another run or machine): not comparable,
         # so no ratio (issue #26; the bench compares both measured alike)
@@ -645,6 +659,26 @@ def _write_request(req: ForgetRequest, out: Path, ckpt: Path, meta: CheckpointMe
     record[SEAL] = seal(record)
     write_record(record, out)
     return record
+
+
+def _training_files(training, base: Path) -> dict:
+    """``files.trainer`` and ``files.init`` of a record (only when the original used them):
+    path (relative to the record's folder) and SHA-256, which `verify` re-hashes; the
+    trainer's entry also names its reference (``ref``)."""
+    out: dict = {}
+    if training is None:
+        return out
+    if training.trainer:
+        from classunlearn.trainers import trainer_source
+
+        src = trainer_source(training.trainer)
+        out["trainer"] = {"path": relative(src.path, base), "sha256": training.trainer_sha256,
+                          "ref": training.trainer}
+    if training.init:
+        out["init"] = {"path": relative(Path(training.init), base),
+                       "sha256": training.init_sha256,
+                       "map": dict(training.init_map) if training.init_map else None}
+    return out
 
 
 def describe_classes_of(split: ForgetSplit) -> str:
@@ -789,3 +823,17 @@ def verdict_lines(record: dict) -> list[str]:
 def exit_code(record: dict) -> int:
     """0 unless a verdict failed (an attack tells the model from retrained ones): 3."""
     return 3 if any(v["passed"] is False for v in record["verdicts"]) else 0
+
+
+# `cu.forget(...)` is the Python API's forget (classunlearn.api.forget). Importing this
+# module sets the package attribute `classunlearn.forget` to the module, so the module is
+# made callable, as classunlearn.audit and classunlearn.bench are (classunlearn/__init__.py).
+def _make_callable() -> None:
+    import sys
+
+    from classunlearn._lazy import callable_module
+
+    callable_module(sys.modules[__name__], "forget")
+
+
+_make_callable()

@@ -334,6 +334,10 @@ def _files(record: dict) -> list[Html]:
             rows.append([role, f[role].get("path", "—"), f[role].get("sha256", "—")])
     rows += [[f"reference {i + 1}", r.get("path", "—"), r.get("sha256", "—")]
              for i, r in enumerate(_list(f.get("references"))) if isinstance(r, dict)]
+    for role, label in (("trainer", "trainer (every reference and shadow trained by it)"),
+                        ("init", "init checkpoint (every reference and shadow started from it)")):
+        if _dict(f.get(role)):
+            rows.append([label, f[role].get("path", "—"), f[role].get("sha256", "—")])
     if not rows:
         return []
     seal = _dict(record.get("seal"))

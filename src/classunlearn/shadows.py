@@ -11,10 +11,11 @@ Two engines. The loop calls ``train_model`` on each model in turn; it is the ref
 and the engine for models the stacked engine cannot run (``stacked=None`` falls back to
 it). The stacked engine stacks the N copies' parameters into one tensor per layer; at
 global step t every model that has not finished takes its own step t on its own batch
-(batches of different sizes padded and masked out of the loss), and a written-out SGD/Adam
-(``_StackedOptimizer``) updates all of them with a per-model learning rate, since models
-with different subset sizes take different numbers of steps and so run different
-schedules. With ``Recipe.augment`` each model's batch is augmented with its own generator
+(batches of different sizes padded and masked out of the loss), and a written-out
+SGD/Adam/AdamW (``_StackedOptimizer``, Nesterov too) updates all of them with a per-model
+learning rate, since models with different subset sizes take different numbers of steps and
+so run different schedules (and warm-ups); label smoothing enters each model's loss as in
+train_model. With ``Recipe.augment`` each model's batch is augmented with its own generator
 (``train.augment_generator(seeds[i])``), the draws train_model takes, in the same order.
 
 Batch norm (``resnet18``) runs through the vmap fallback with stacked buffers: each model
@@ -87,7 +88,9 @@ from classunlearn.train import (
     resolve_device,
     show_progress,
     train_model,
+    warmup_steps,
 )
+from classunlearn.trainers import Training
 
 # ---------------------------------------------------------------------------------------
 # Which examples each shadow model sees, and in what order
@@ -436,9 +439,11 @@ _FUSED_SGD: dict[str, bool] = {}
 
 class _StackedOptimizer:
     """``train.make_optimizer``'s optimizer over stacked parameters, with its own learning
-    rate for each model: torch.optim.SGD (dampening 0, not Nesterov) or torch.optim.Adam
-    (default betas and eps, L2 weight decay, not AMSGrad), written out because torch's
-    optimizers take one learning rate per tensor and each model here has its own schedule.
+    rate for each model: torch.optim.SGD (dampening 0, Nesterov when the recipe says so),
+    torch.optim.Adam (default betas and eps, L2 weight decay, not AMSGrad) or
+    torch.optim.AdamW (the same Adam step, the weights first shrunk by lr x weight decay),
+    written out because torch's optimizers take one learning rate per tensor and each model
+    here has its own schedule.
     """
 
     def __init__(self, params: list[torch.Tensor], recipe: Recipe,
@@ -457,6 +462,7 @@ class _StackedOptimizer:
         # (tests/test_shadows.py), and the optimizer step of a fine-tuning replay on 16
         # MLPs about a third cheaper (docs/performance.md section 11)
         self.fused = (recipe.optimizer == "sgd" and recipe.momentum != 0 and bool(params)
+                      and not getattr(recipe, "nesterov", False)
                       and _fused_sgd_works(params[0].device))
 
     @torch.no_grad()
@@ -469,9 +475,15 @@ class _StackedOptimizer:
             self._fused_sgd_step(lr)
             return
         for p, state, keep in zip(self.params, self.state, self.update_masks, strict=True):
-            g = self._decay_and_mask(p, keep)
             lr_p = lr.view(-1, *[1] * (p.dim() - 1))
-            if r.optimizer == "adam":
+            if r.optimizer == "adamw":  # decoupled: p *= 1 - lr * wd (frozen entries stay)
+                if r.weight_decay != 0:
+                    shrink = lr_p * r.weight_decay
+                    p.mul_(1 - (shrink if keep is None else shrink * keep))
+                g = p.grad if keep is None else p.grad.mul_(keep)
+            else:
+                g = self._decay_and_mask(p, keep)
+            if r.optimizer in ("adam", "adamw"):
                 beta1, beta2, eps = 0.9, 0.999, 1e-8
                 if not state:  # m, v, and two buffers for the step's temporaries
                     state += [torch.zeros_like(p) for _ in range(4)]
@@ -489,7 +501,9 @@ class _StackedOptimizer:
                         state.append(g.clone())
                     else:
                         state[0].mul_(r.momentum).add_(g)
-                    g = state[0]
+                    # Nesterov (torch.optim.SGD): the step is g + momentum x buffer
+                    g = g.add_(state[0], alpha=r.momentum) if getattr(r, "nesterov", False) \
+                        else state[0]
                 p.addcmul_(g, lr_p, value=-1)
 
     def _decay_and_mask(self, p: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -522,11 +536,15 @@ class _StackedOptimizer:
 
 def _train_loop(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
                 subsets: list[torch.Tensor], recipe: Recipe, seeds: Sequence[int],
-                dev: torch.device, desc: str) -> None:
-    """The reference engine: train_model, one by one."""
+                dev: torch.device, desc: str, training: Training | None = None) -> None:
+    """The reference engine: train_model (or the plug-in trainer of `training`), one by
+    one, in place."""
     for i, (model, subset, seed) in enumerate(zip(models, subsets, seeds)):
-        train_model(model, x[subset], y[subset], recipe, seed=seed, device=dev,
-                    desc=f"{desc} (shadow model {i})")
+        if training is not None and training.trainer:
+            training.fit(model, x[subset], y[subset], seed, dev)
+        else:
+            train_model(model, x[subset], y[subset], recipe, seed=seed, device=dev,
+                        desc=f"{desc} (shadow model {i})")
         model.zero_grad(set_to_none=True)  # return bare models: no gradient buffers
 
 
@@ -663,6 +681,8 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
                for s, seed in zip(subsets, seeds)]
     aug_gens = [augment_generator(seed) for seed in seeds]  # as train_model's, per model
     totals = [_total_steps(s, recipe) for s in subsets]
+    warmups = [warmup_steps(recipe, len(batch_sizes(len(s), recipe.batch_size)))
+               for s in subsets]  # each model's own warm-up, as train_model's
     none = torch.empty(0, dtype=torch.int64)
 
     def batch(idx: torch.Tensor, members: list[int], widths: list[int]) -> torch.Tensor:
@@ -688,8 +708,8 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
         # one call per group, and finished models sit out.
         rows = [next(it) if step < total else none for it, total in zip(streams, totals)]
         sizes = [len(r) for r in rows]
-        lr = torch.tensor([recipe.lr * lr_factor(recipe.schedule, step, total)
-                           if step < total else 0.0 for total in totals],
+        lr = torch.tensor([recipe.lr * lr_factor(recipe.schedule, step, total, warm)
+                           if step < total else 0.0 for total, warm in zip(totals, warmups)],
                           dtype=torch.float64).to(dev, dtype)  # float64: exact python floats
         if net.exact_widths:
             groups = [[i for i in range(n) if sizes[i] == w]
@@ -707,7 +727,8 @@ def _train_stacked(models: list[nn.Module], input_shape: tuple[int, ...], x: tor
             idx, weight = idx.to(dev), weight.to(dev, dtype)
             logits = net(p, batch(idx, members, widths), sel)
             k = logits.shape[-1]
-            ce = F.cross_entropy(logits.reshape(-1, k), yd[idx].flatten(), reduction="none")
+            ce = F.cross_entropy(logits.reshape(-1, k), yd[idx].flatten(), reduction="none",
+                                 label_smoothing=recipe.label_smoothing)
             losses.append((ce.view(len(members), -1) * weight).sum(1))
             where += members
         per_model = losses[0] if len(groups) == 1 and len(where) == n else \
@@ -727,7 +748,8 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
                    x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, recipe: Recipe,
                    seeds: list[int], model_kwargs: dict | None = None, device=None,
                    stacked: bool | None = None, desc: str = "shadows",
-                   chunk: int | None = None) -> list[nn.Module]:
+                   chunk: int | None = None, training: Training | None = None
+                   ) -> list[nn.Module]:
     """Train one shadow model per row of `masks`, all on the same recipe.
 
     Model i is what ::
@@ -751,8 +773,16 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     :func:`memory_budget` allows, see :func:`chunk_size`), so its peak memory stays bounded
     whatever N; the result does not depend on it beyond float rounding.
 
+    `training` (:class:`classunlearn.trainers.Training`, whose recipe must be `recipe`) adds
+    what the original was trained with beyond the recipe: each model first takes the init
+    checkpoint's weights (after ``build_model``), and a plug-in trainer replaces
+    ``train_model``; a plug-in trainer cannot be stacked, so its models train one at a time
+    (``stacked=True`` is then an error).
+
     Returns the N models on the CPU in eval mode. The global RNG is left untouched.
     """
+    if training is not None and training.recipe != recipe:
+        raise ParameterError("train_ensemble: training.recipe differs from recipe; pass one")
     if len(seeds) == 0:
         raise ParameterError("train_ensemble needs at least one seed (one per shadow model)")
     _check_stream_args(recipe.epochs, recipe.batch_size)
@@ -761,9 +791,17 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
     # build_model refuses unknown names in one line
     models = [build_model(model_name, input_shape, num_classes, seed=s, **(model_kwargs or {}))
               for s in seeds]
+    if training is not None:
+        for m in models:  # a pretrained start (no RNG drawn): as unit_train's models
+            training.start(m)
     dev = resolve_device(device)
     # A model outside the registry (a user's plug-in) is trained one by one unless asked.
     use_stacked = model_name in MODELS if stacked is None else stacked
+    if training is not None and not training.stackable:
+        if stacked:
+            raise ParameterError("a plug-in trainer cannot be stacked (it trains one model "
+                                 "at a time); use stacked=None or False")
+        use_stacked = False
     # train_model (the loop engine) seeds the global RNG; keep the caller's.
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         if use_stacked:
@@ -781,7 +819,7 @@ def train_ensemble(model_name: str, input_shape: tuple[int, ...], num_classes: i
                         "use stacked=None or False") from None
                 use_stacked = False
         if not use_stacked:
-            _train_loop(models, x, y, subsets, recipe, seeds, dev, desc)
+            _train_loop(models, x, y, subsets, recipe, seeds, dev, desc, training)
     return models
 
 

@@ -1,5 +1,12 @@
 """One training loop (seeded, device-aware, with progress), plus evaluation helpers.
 
+The recipe also holds what most training scripts use beyond plain SGD: AdamW (Adam with
+decoupled weight decay, ``optimizer="adamw"``), label smoothing (``label_smoothing``), a
+linear learning-rate warm-up (``warmup_epochs``) and Nesterov momentum (``nesterov``). Their
+defaults leave every recipe as it was (``Recipe.to_dict`` leaves them out while they hold
+their default, so cache keys and sidecars read as before). The stacked shadow engine
+(``shadows``) implements each of them step for step (tests/test_own_training.py).
+
 Data augmentation is a recipe field (``Recipe.augment``): "none", or "crop-flip", the
 standard CIFAR augmentation (random crop with zero padding 4, random horizontal flip),
 applied per batch on the device by :func:`augment_batch`. Its random draws come from a
@@ -25,6 +32,7 @@ from classunlearn.data.core import Images, to_input
 from classunlearn.errors import ParameterError, TrainingDiverged
 
 SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 AUGMENTS = ("none", "crop-flip")
 CROP_PADDING = 4  # "crop-flip": random crop of the original size from the zero-padded image
 AUGMENT_STREAM = 0xA116  # mixed with the training seed for the augmentation generator
@@ -41,8 +49,8 @@ def validate_optimisation(epochs: float, batch_size: int, lr: float, schedule: s
         raise ParameterError(f"lr must be a finite number >= 0, got {lr}")
     if schedule not in SCHEDULES:
         raise ParameterError(f"schedule must be one of {SCHEDULES}, got '{schedule}'")
-    if optimizer not in ("sgd", "adam"):
-        raise ParameterError(f"optimizer must be 'sgd' or 'adam', got '{optimizer}'")
+    if optimizer not in OPTIMIZERS:
+        raise ParameterError(f"optimizer must be 'sgd', 'adam' or 'adamw', got '{optimizer}'")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,16 @@ class Recipe:
 
     The paper's ResNet-18/CIFAR recipe is SGD lr 0.1, momentum 0.9, weight decay 5e-4,
     ~200 epochs; the embedded datasets need far fewer epochs (see DEFAULT_RECIPES).
+
+    - ``optimizer``: "sgd" (``momentum``, ``nesterov``), "adam" (``weight_decay`` as an L2
+      term in the gradient, as torch.optim.Adam) or "adamw" (torch.optim.AdamW: the weights
+      shrink by ``lr * weight_decay`` each step, decoupled from the gradient; betas 0.9 and
+      0.999, eps 1e-8, as torch's defaults).
+    - ``label_smoothing``: the cross-entropy's label smoothing, in [0, 1) (0: none).
+    - ``warmup_epochs``: a linear warm-up of the learning rate over the first
+      ``round(warmup_epochs * steps per epoch)`` steps (step t of W at lr * (t + 1) / W);
+      the ``schedule`` then runs over the remaining steps. 0: none.
+    - ``nesterov``: Nesterov momentum (SGD with momentum > 0 only).
     """
 
     epochs: int = 30
@@ -59,22 +77,59 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine | step (x0.1 at 50% and 75%) | constant
-    optimizer: str = "sgd"  # sgd | adam
+    optimizer: str = "sgd"  # sgd | adam | adamw
     augment: str = "none"  # none | crop-flip (random crop, padding 4, and horizontal flip)
+    # Fields added later (RECIPE_EXTRAS): left out of to_dict() while at their default, so
+    # every recipe that does not use them serialises, and keys caches, as before.
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
+    warmup_epochs: float = 0.0  # linear warm-up over this many epochs' steps
+    nesterov: bool = False  # Nesterov momentum (sgd, momentum > 0)
 
     def __post_init__(self) -> None:
         validate_optimisation(self.epochs, self.batch_size, self.lr, self.schedule,
                               self.optimizer)
         if self.augment not in AUGMENTS:
             raise ParameterError(f"augment must be one of {AUGMENTS}, got '{self.augment}'")
+        validate_extras(self.label_smoothing, self.warmup_epochs, self.nesterov,
+                        self.optimizer, self.momentum, self.epochs)
+        for k in ("label_smoothing", "warmup_epochs"):  # 0 and 0.0 are one recipe (and key)
+            object.__setattr__(self, k, float(getattr(self, k)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k, default in RECIPE_EXTRAS.items():
+            if d[k] == default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+RECIPE_EXTRAS: dict[str, object] = {"label_smoothing": 0.0, "warmup_epochs": 0.0,
+                                    "nesterov": False}
+"""The recipe fields added after the first results format, with the defaults that leave a
+recipe (and its ``to_dict``, hence every cache key) as it was."""
+
+
+def validate_extras(label_smoothing: float, warmup_epochs: float, nesterov: bool,
+                    optimizer: str, momentum: float, epochs: float) -> None:
+    """The checks of the later recipe fields (label smoothing, warm-up, Nesterov)."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, int | float) or \
+            not 0 <= label_smoothing < 1:
+        raise ParameterError(f"label_smoothing must be a number in [0, 1), got "
+                             f"{label_smoothing!r}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int | float) or \
+            not (math.isfinite(warmup_epochs) and 0 <= warmup_epochs <= max(epochs, 0)):
+        raise ParameterError(f"warmup_epochs must be a number in [0, epochs] (= {epochs}), "
+                             f"got {warmup_epochs!r}")
+    if not isinstance(nesterov, bool):
+        raise ParameterError(f"nesterov must be true or false, got {nesterov!r}")
+    if nesterov and (optimizer != "sgd" or momentum <= 0):
+        raise ParameterError("nesterov needs optimizer 'sgd' with momentum > 0 (got "
+                             f"optimizer '{optimizer}', momentum {momentum})")
 
 
 # digits and mnist-5k: the fewest epochs whose test accuracy stays within half a point of
@@ -124,17 +179,34 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                           nesterov=nesterov)
 
 
-def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+def warmup_steps(recipe: Recipe, steps_per_epoch: int) -> int:
+    """Steps of the recipe's linear warm-up on data cut into `steps_per_epoch` batches
+    (``round(warmup_epochs * steps_per_epoch)``, at most the run's steps)."""
+    if not recipe.warmup_epochs:
+        return 0
+    return min(round(recipe.warmup_epochs * steps_per_epoch), recipe.epochs * steps_per_epoch)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup: int = 0) -> float:
     """The learning-rate multiplier at `step` (counted from 0) of a run of `total_steps`
     steps: cosine from 1 towards 0; step, x0.1 from 50% and again from 75% of the run;
-    constant 1. The one formula for train_model, fine-tuning and the shadow ensemble."""
+    constant 1. The one formula for train_model, fine-tuning and the shadow ensemble.
+    With `warmup` W > 0 steps, step t < W runs at (t + 1) / W, and the schedule then runs
+    over the remaining ``total_steps - W`` steps."""
+    if warmup > 0:
+        if step < warmup:
+            return (step + 1) / warmup
+        step, total_steps = step - warmup, total_steps - warmup
     total_steps = max(total_steps, 1)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / total_steps))
@@ -144,10 +216,10 @@ def lr_factor(schedule: str, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(opt: torch.optim.Optimizer, schedule: str, total_steps: int,
+                   warmup: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(schedule, step, total_steps))
+        opt, lambda step: lr_factor(schedule, step, total_steps, warmup))
 
 
 def batch_sizes(n: int, batch_size: int) -> list[int]:
@@ -279,16 +351,18 @@ def train_model(
     model.to(dev).train()
     xd, yd = x.to(dev), y.to(dev)
     opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
-                         recipe.weight_decay)
+                         recipe.weight_decay, recipe.nesterov)
     steps_per_epoch = len(batch_sizes(len(x), recipe.batch_size))
-    sched = make_scheduler(opt, recipe.schedule, recipe.epochs * steps_per_epoch)
+    sched = make_scheduler(opt, recipe.schedule, recipe.epochs * steps_per_epoch,
+                           warmup_steps(recipe, steps_per_epoch))
     step = 0
     for _ in tqdm(range(recipe.epochs), desc=desc, unit="ep", disable=not show_progress(),
                   leave=False):
         for idx in epoch_batches(len(x), recipe.batch_size, gen):
             idx = idx.to(dev)
             xb = augment_batch(to_input(xd[idx]), recipe.augment, aug_gen)
-            loss = nn.functional.cross_entropy(model(xb), yd[idx])
+            loss = nn.functional.cross_entropy(model(xb), yd[idx],
+                                               label_smoothing=recipe.label_smoothing)
             check_loss(loss, desc, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -325,6 +399,37 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     if len(y) == 0:
         return float("nan")
     return float((predict_logits(model, x).argmax(1) == y).float().mean() * 100)
+
+
+def recipe_from_strings(recipe: Recipe, values: dict[str, str],
+                        flag: str = "--recipe-arg") -> Recipe:
+    """A copy of `recipe` with fields set from strings (``{"optimizer": "adamw",
+    "label_smoothing": "0.1"}``), each parsed by the field's type; unknown fields and bad
+    values are refused in one line."""
+    kinds = {f.name: str(f.type) for f in fields(Recipe)}
+    changes: dict[str, object] = {}
+    for key, text in values.items():
+        kind = kinds.get(key)
+        if kind is None:
+            raise ParameterError(f"{flag} {key}: the recipe has no such field; its fields are "
+                                 f"{', '.join(kinds)}")
+        try:
+            if kind == "bool":
+                low = text.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                changes[key] = low in ("true", "1", "yes")
+            elif kind == "int":
+                changes[key] = int(text)
+            elif kind == "float":
+                changes[key] = float(text)
+                if not math.isfinite(changes[key]):
+                    raise ValueError(text)
+            else:
+                changes[key] = text.strip()
+        except ValueError:
+            raise ParameterError(f"{flag} {key}={text}: expected a {kind}") from None
+    return replace(recipe, **changes)
 
 
 def override(recipe: Recipe, **changes: object) -> Recipe:

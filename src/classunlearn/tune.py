@@ -422,17 +422,21 @@ class CheckpointTuning:
 
 def tune_checkpoint(checkpoint: str, forget: list[str], methods: list[str],
                     data_dir: str | None = None, cache: str | None = None, seed: int = 0,
-                    log: Callable[[str], None] = print) -> CheckpointTuning:
+                    log: Callable[[str], None] = print, trainer: str | None = None,
+                    init: str | None = None) -> CheckpointTuning:
     """`classunlearn tune`: tune `methods` on one checkpoint, through the bench's units and
-    store (`cache`, default ``.classunlearn-cache`` beside the checkpoint)."""
+    store (`cache`, default ``.classunlearn-cache`` beside the checkpoint). The units' keys
+    follow the sidecar's plug-in trainer and init checkpoint, re-hashed first (`trainer` /
+    `init`: where they are now, if they moved)."""
     from pathlib import Path
 
     from classunlearn.bench.executors import LocalExecutor
     from classunlearn.bench.runner import run_units
     from classunlearn.bench.store import Store
-    from classunlearn.bench.units import StudyContext, weights_to_arrays
+    from classunlearn.bench.units import checkpoint_context, weights_to_arrays
     from classunlearn.checkpoint import load_checkpoint, load_meta
-    from classunlearn.data import ForgetSplit, dataset_fingerprint, load_dataset
+    from classunlearn.data import ForgetSplit, load_dataset
+    from classunlearn.trainers import sidecar_training
 
     grids = {m: grid_for(m) for m in methods}  # unknown / untunable: refused before any work
     ckpt = Path(checkpoint)
@@ -440,13 +444,11 @@ def tune_checkpoint(checkpoint: str, forget: list[str], methods: list[str],
     if meta.method:
         raise ParameterError(f"{ckpt.name} is already unlearned ({meta.method.get('name')}); "
                              "tune on the original model, written by `classunlearn train`")
+    training = sidecar_training(meta, ckpt, trainer, init)
     ds = load_dataset(meta.dataset, data_dir)
     model, meta = load_checkpoint(ckpt, ds)
     split = ForgetSplit.make(ds, forget)
-    ctx = StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
-                       dict(meta.recipe or {}), tuple(split.forget_classes),
-                       dataset_fingerprint(meta.dataset, data_dir),
-                       meta.model_source_sha256 or "")
+    ctx = checkpoint_context(meta, data_dir, split.forget_classes, training)
     store_dir = Path(cache) if cache else ckpt.resolve().parent / ".classunlearn-cache"
     store = Store(store_dir)
     weights = weights_to_arrays(model)

@@ -4,6 +4,7 @@ First the record's seal (``forget.seal``: an edit of any field fails, naming the
 where the files can tell, the claim or number it breaks). Then it re-hashes every file the
 record names (the data files, or the embedded dataset's fingerprint; the original,
 unlearned and reference checkpoints and their sidecars; the stored U-LiRA scores; the
+plug-in trainer's file and the init checkpoint the references were trained with; the
 previous record of a chain; found by SHA-256 under ``--search`` folders when they moved),
 checks the record's claims against the checkpoints' sidecars (the forgotten classes, the
 method, the original, what the references were trained without), then recomputes every
@@ -185,7 +186,7 @@ def check_files(record: dict, base: Path, locator: Locator | None = None) -> str
     locator = locator or Locator()
     files = record["files"]
     named = [({"path": p, "sha256": sha}) for p, sha in files["data"].items()]
-    for key in ("original", "unlearned", "ulira_scores"):
+    for key in ("original", "unlearned", "ulira_scores", "trainer", "init"):
         if files.get(key):
             named.append(files[key])
     named += list(files["references"])
@@ -280,6 +281,18 @@ def check_claims(record: dict, base: Path, locator: Locator) -> str | None:
         if sorted(r.excluded_classes) != sorted(audited):
             return (f"reference {j} was trained without {sorted(r.excluded_classes)}, not the "
                     f"record's forget classes {audited}")
+    for key, what in (("trainer", "trainer"), ("init", "init checkpoint")):
+        recorded = (files.get(key) or {}).get("sha256")
+        if recorded != (getattr(orig, f"{key}_sha256", None) or None):
+            return (f"files.{key} names {what} SHA-256 "
+                    f"{(recorded or 'none')[:12]}, but the original's sidecar records "
+                    f"{(getattr(orig, f'{key}_sha256', None) or 'none')[:12]}")
+    from classunlearn.trainers import same_training
+
+    for j, r in enumerate(refs):
+        differs = same_training(orig, r)
+        if differs:
+            return f"reference {j} was trained otherwise than the original ({differs})"
     learned_without = sorted(set(orig.excluded_classes) & set(forget))
     if learned_without:
         return (f"the original was trained without {learned_without} (its sidecar), so it "

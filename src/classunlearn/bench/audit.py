@@ -211,13 +211,14 @@ def rebuild_method(method: RecordedMethod, dataset: str, recipe: dict):
 def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: str | None,
               n_shadows: int, cache: Path, model_logits: SplitLogits,
               ref_logits: list[SplitLogits], ref_shas: list[str],
-              log: Callable[[str], None]) -> UliraOutcome:
+              log: Callable[[str], None], training=None) -> UliraOutcome:
     """U-LiRA of the method that made `ckpt`: the bench's units for study seed 0 (the same
     shadow sets, the same replay, the same keys, so a bench --out folder works as the cache
     and the other way round), leave-one-out over the shadows, plus the share of D_f that the
-    shadows call "unlearned" for the audited model and each reference."""
-    from classunlearn.bench.units import StudyContext
-    from classunlearn.data import dataset_fingerprint
+    shadows call "unlearned" for the audited model and each reference. `training`
+    (``trainers.sidecar_training``): the sidecar's plug-in trainer and init checkpoint, which
+    the shadows train with (None: the sidecar's recipe alone)."""
+    from classunlearn.bench.units import checkpoint_context
 
     if n_shadows == 0:
         return UliraOutcome({}, {}, "skipped (--shadows 0)")
@@ -237,13 +238,20 @@ def run_ulira(ckpt: Path, meta: CheckpointMeta, split: ForgetSplit, data_dir: st
             oracle_arrays, oracle_shas = _oracle_references(meta, ds, ref_shas)
         except ParameterError as e:
             return UliraOutcome({}, {}, f"{e}; U-LiRA replays an oracle with its own references")
-    ctx = StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
-                       dict(meta.recipe), tuple(split.forget_classes),
-                       dataset_fingerprint(meta.dataset, data_dir),
-                       meta.model_source_sha256 or "")
+    ctx = checkpoint_context(meta, data_dir, split.forget_classes, training)
+    announce_training(ctx, log)
     return replay_ulira(ctx, split, method, cls, params, n_shadows, cache,
                         [model_logits, *ref_logits], oracle_arrays, oracle_shas, log,
                         null=True)
+
+
+def announce_training(ctx, log: Callable[[str], None]) -> None:
+    """One log line when the shadows (and references) train otherwise than by the recipe
+    alone: how, and that a plug-in trainer runs them one model at a time."""
+    if ctx.trainer or ctx.init_sha256:
+        log(f"shadows and references train as the original did: {ctx.training().describe()}"
+            + ("; a plug-in trainer cannot be stacked, so they train one model at a time"
+               if ctx.trainer else ""))
 
 
 def replay_ulira(ctx, split: ForgetSplit, method: RecordedMethod, cls, params,
@@ -279,6 +287,7 @@ def replay_ulira(ctx, split: ForgetSplit, method: RecordedMethod, cls, params,
     counts = {"computed": 0, "reused": 0}
     log(f"U-LiRA: {n_shadows} shadow originals and {n_shadows} shadow retrains "
         f"(cache {cache})")
+
     executor = LocalExecutor()
     done = run_units(store, executor, [
         (k_orig, f"{n_shadows} shadow originals", unit_shadows,
@@ -409,9 +418,24 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
     ds = load_dataset(meta.dataset, args.data_dir)
     split = ForgetSplit.make(ds, args.forget_class)
     model, meta = load_checkpoint(ckpt, ds)
+    training = None
+    trainer, init = getattr(args, "trainer", None), getattr(args, "init", None)
+    if ("ulira" in groups and n_shadows) or trainer or init:
+        from classunlearn.trainers import sidecar_training
+
+        # the trainer's file and init checkpoint re-hashed before any work
+        training = sidecar_training(meta, ckpt, trainer, init)
+    from classunlearn.trainers import same_training
+
     refs, ref_shas, ref_paths = [], [], [str(p) for p in args.reference]
     for path in args.reference:
         ref, ref_meta = load_checkpoint(path, ds)
+        differs = same_training(meta, ref_meta)
+        if differs:
+            raise CheckpointError(
+                f"reference {path} was trained otherwise than the audited model ({differs}); "
+                "the yardstick must be trained as the model was: train the references with "
+                "the same --trainer and --init (or let `classunlearn forget` train them)")
         if sorted(ref_meta.excluded_classes) != list(split.forget_classes):
             raise CheckpointError(
                 f"reference {path} was trained without classes {ref_meta.excluded_classes}, "
@@ -448,7 +472,7 @@ def audit_checkpoint(args: argparse.Namespace, log: Callable[[str], None] = _log
 
         def ulira() -> UliraOutcome:
             return run_ulira(ckpt, meta, split, args.data_dir, n_shadows, cache, logits,
-                             ref_logits, ref_shas, log)
+                             ref_logits, ref_shas, log, training)
     runtime = (float(meta.method["wall_time_s"]) if meta.method
                and _finite(meta.method.get("wall_time_s")) else None)
     core = measure(split, logits, ref_logits, groups, mia_feature=mia_feature,

@@ -85,6 +85,7 @@ def describe_study(cfg, sources: dict[str, str] | None = None) -> str:
     r = get_readings(cfg.readings)
     ds = cfg.load_data()
     recipe = study_recipe(cfg)
+    training = cfg.training()
     model = cfg.model or DATASETS[cfg.dataset].default_model
 
     def src(key: str) -> str:
@@ -104,6 +105,8 @@ def describe_study(cfg, sources: dict[str, str] | None = None) -> str:
         f"model: {model}" + (f" {cfg.model_kwargs}" if cfg.model_kwargs else "") + src("model"),
         f"recipe (originals, references, shadows, retrain): "
         f"{', '.join(f'{k}={_value(v)}' for k, v in recipe.to_dict().items())}{src('recipe')}",
+        *([f"training: {training.describe()} (docs/own_training.md)"]
+          if training.trainer or training.init else []),
         f"forget: {' | '.join(studies)}",
         f"seeds={cfg.seeds}{src('seeds')}, references={cfg.references}{src('references')}, "
         f"shadows={shadows}{src('shadows')}",
@@ -119,8 +122,9 @@ def describe_study(cfg, sources: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def describe_request(req, dataset, meta, classes: tuple[int, ...]) -> str:
-    """The resolved deletion request of :class:`~classunlearn.forget.ForgetRequest`."""
+def describe_request(req, dataset, meta, classes: tuple[int, ...], training=None) -> str:
+    """The resolved deletion request of :class:`~classunlearn.forget.ForgetRequest`
+    (`training`: the sidecar's, ``trainers.sidecar_training``)."""
     recipe = Recipe.from_dict(meta.recipe)
     r = get_readings(req.readings)
     lines = [
@@ -129,6 +133,9 @@ def describe_request(req, dataset, meta, classes: tuple[int, ...]) -> str:
         f"forget: {', '.join(f'{c} ({dataset.class_names[c]})' for c in classes)}",
         f"recipe of the references and shadows (the checkpoint's): "
         f"{', '.join(f'{k}={_value(v)}' for k, v in recipe.to_dict().items())}",
+        *([f"training of the references and shadows (the checkpoint's): "
+           f"{training.describe()}"] if training is not None
+          and (training.trainer or training.init) else []),
         *attack_lines(req.readings, req.mia_feature, None, req.references, req.shadows),
         "method (value, then the layer it came from):",
         *method_lines(req.method, meta.dataset, req.params, recipe, req.readings),

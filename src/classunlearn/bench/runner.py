@@ -119,6 +119,19 @@ class BenchConfig:
     test_subset: int | None = None
     subset_seed: int = 0
     preset: str | None = None  # only recorded: the preset's values are already in the fields
+    # how every model trained from scratch (originals, references, shadows, the retrain row)
+    # is trained beyond the recipe (classunlearn.trainers, docs/own_training.md): a plug-in
+    # trainer MODULE:FUNCTION, an init checkpoint (.safetensors) and its prefix map
+    # ({checkpoint prefix: model prefix}, or a list of "CKPT=MODEL" strings)
+    trainer: str | None = None
+    init: str | None = None
+    init_map: dict | list | None = None
+
+    def training(self):
+        """The study's :class:`classunlearn.trainers.Training` (trainer and init hashed)."""
+        from classunlearn.trainers import make_training
+
+        return make_training(study_recipe(self), self.trainer, self.init, self.init_map)
 
     def load_data(self):
         """The study's data: the dataset, then the subset (classunlearn.data.subset_dataset)."""
@@ -162,6 +175,7 @@ class BenchConfig:
             if n is not None and n < 1:
                 raise UserError(f"{flag} must be a positive number of images, got {n}")
         study_recipe(self)  # checks --epochs and the recipe
+        self.training()  # the trainer imports and the init checkpoint reads
 
     def attack_features(self) -> tuple[str, str]:
         """(MIA-NN feature, SVC-MIA feature): the flags where given, else the reading set's."""
@@ -188,8 +202,11 @@ class BenchConfig:
                 raise UserError(f"forget class {empty[0]} has no test samples in {ds.name}; "
                                 "bench measures test accuracy on it, add test samples or pick "
                                 "another class")
-        build_model(self.model or DATASETS[self.dataset].default_model, ds.input_shape,
-                    ds.num_classes, **self.model_kwargs)
+        model = build_model(self.model or DATASETS[self.dataset].default_model, ds.input_shape,
+                            ds.num_classes, **self.model_kwargs)
+        from classunlearn.trainers import check_shared
+
+        check_shared(self.training(), model)  # the init checkpoint fits the model
 
 
 @dataclass
@@ -229,6 +246,12 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
         model = canonical_model_name(cfg.model or DATASETS[cfg.dataset].default_model)
         source_sha = model_source_sha256(model) or ""  # plug-in models: keys follow their file
         recipe = study_recipe(cfg)
+        training = cfg.training()
+        if training.trainer or training.init:
+            log(f"every model trained from scratch trains as the original: "
+                f"{training.describe()}" + (
+                    "; a plug-in trainer cannot be stacked, so shadow sets train one model at "
+                    "a time (each set is one unit on the executor)" if training.trainer else ""))
         shadows = min(cfg.shadows, 8) if cfg.quick else cfg.shadows
         store.put_meta("run", {"version": __version__, "results_format": RESULTS_FORMAT,
                                "torch": torch.__version__, "python": platform.python_version(),
@@ -241,7 +264,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> BenchResu
             ctx = StudyContext(cfg.dataset, cfg.data_dir, model, cfg.model_kwargs,
                                recipe.to_dict(), fc, fingerprint, source_sha,
                                str(shared),
-                               cfg.subset, cfg.test_subset, cfg.subset_seed)
+                               cfg.subset, cfg.test_subset, cfg.subset_seed,
+                               **StudyContext.of_training(training))
             study = f"{cfg.dataset}/{model}/forget={'-'.join(map(str, fc))}"
             log(f"study {study}: forget classes {describe_classes(fc, ds.class_names)}; "
                 f"{len(cfg.methods)} methods x {cfg.seeds} seeds, "

@@ -36,7 +36,8 @@ from classunlearn.data import ForgetSplit, load_dataset, subset_dataset
 from classunlearn.errors import UserError
 from classunlearn.methods import UnlearnData, make_params, parse_spec
 from classunlearn.models import build_model, check_model_source
-from classunlearn.train import Recipe, predict_logits, resolve_device, train_model
+from classunlearn.train import Recipe, predict_logits, resolve_device
+from classunlearn.trainers import Training, check_init, check_trainer_source, trainer_function
 
 RESULTS_FORMAT = 2
 """Version of what units compute and store. Bump it whenever a change of code would change a
@@ -76,21 +77,59 @@ class StudyContext:
     subset: int | None = None
     test_subset: int | None = None
     subset_seed: int = 0
+    # how every model trained from scratch is trained beyond the recipe
+    # (classunlearn.trainers): a plug-in trainer MODULE:FUNCTION and its file's SHA-256
+    # (keys name the function and the hash, not the path), an init checkpoint (its path is
+    # never part of a key: its SHA-256 and prefix map are). "" / None: none, and the keys
+    # are those of a study without them
+    trainer: str = ""
+    trainer_sha256: str = ""
+    init: str = ""
+    init_sha256: str = ""
+    init_map: dict | None = None
 
     def spec(self) -> dict:
         """The part of every unit key that comes from the study (no path: content only)."""
-        out = {k: v for k, v in self.__dict__.items() if k not in ("data_dir", "shared_data")}
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("data_dir", "shared_data", "init")}
         out["forget_classes"] = list(self.forget_classes)
         if not self.model_source_sha256:  # registry models keep the keys they always had
             out.pop("model_source_sha256")
         if self.subset is None and self.test_subset is None:  # whole data: keys as before
             for k in ("subset", "test_subset", "subset_seed"):
                 out.pop(k)
+        if self.trainer:  # the function and its file's content, not where the file is
+            out["trainer"] = trainer_function(self.trainer)
+        else:
+            out.pop("trainer")
+            out.pop("trainer_sha256")
+        if not self.init_sha256:
+            out.pop("init_sha256")
+            out.pop("init_map")
+        elif not self.init_map:
+            out.pop("init_map")
         return {"format": RESULTS_FORMAT, **out}
+
+    def training(self, recipe: Recipe | None = None) -> Training:
+        """How this study trains a model from scratch (recipe, trainer, init checkpoint)."""
+        recipe = Recipe.from_dict(self.recipe) if recipe is None else recipe
+        return Training(recipe, self.trainer or None, self.trainer_sha256 or None,
+                        self.init or None, self.init_sha256 or None, self.init_map or None)
+
+    @classmethod
+    def of_training(cls, training: Training) -> dict:
+        """The context fields of a :class:`Training` beyond its recipe (keyword arguments)."""
+        return {"trainer": training.trainer or "", "trainer_sha256": training.trainer_sha256
+                or "", "init": training.init or "", "init_sha256": training.init_sha256 or "",
+                "init_map": dict(training.init_map) if training.init_map else None}
 
     def load(self) -> tuple[ForgetSplit, Recipe]:
         # every unit starts here: a plug-in's file must still be the one its keys name
         check_model_source(self.model, self.model_source_sha256)
+        if self.trainer:  # and so must a plug-in trainer's and an init checkpoint's
+            check_trainer_source(self.trainer, self.trainer_sha256)
+        if self.init_sha256:
+            check_init(self.init, self.init_sha256)
         ds = load_dataset(self.dataset, self.data_dir, shared=self.shared_data)
         ds = subset_dataset(ds, self.subset, self.test_subset, self.subset_seed)
         return ForgetSplit(ds, tuple(self.forget_classes)), Recipe.from_dict(self.recipe)
@@ -99,6 +138,20 @@ class StudyContext:
         ds = split.dataset
         return build_model(self.model, ds.input_shape, ds.num_classes, seed=seed,
                            **self.model_kwargs)
+
+
+def checkpoint_context(meta, data_dir: str | None, forget_classes,
+                       training: Training | None = None) -> StudyContext:
+    """The study of one checkpoint (audit, forget, tune): its sidecar's dataset, model,
+    recipe and, with `training` (``trainers.sidecar_training``), its plug-in trainer and
+    init checkpoint; keys equal the bench's for the same study."""
+    from classunlearn.data import dataset_fingerprint
+
+    extra = StudyContext.of_training(training) if training is not None else {}
+    return StudyContext(meta.dataset, data_dir, meta.model, dict(meta.model_kwargs),
+                        dict(meta.recipe or {}), tuple(forget_classes),
+                        dataset_fingerprint(meta.dataset, data_dir),
+                        meta.model_source_sha256 or "", **extra)
 
 
 # ------------------------------------------------------------------ keys
@@ -168,12 +221,14 @@ def _logits(model: nn.Module, split: ForgetSplit) -> dict[str, np.ndarray]:
 
 def unit_train(ctx: StudyContext, seed: int, exclude_forget: bool) -> tuple[dict, dict]:
     """An original model (on D) or a retrained reference (on D_r), with its logits: the one
-    training procedure (``build_model`` then ``train_model``, both under `seed`)."""
+    training procedure (``build_model`` then ``train_model``, both under `seed`; with the
+    study's init checkpoint loaded in between, and its plug-in trainer in place of
+    ``train_model``: ``ctx.training().train``)."""
     start = time.perf_counter()
     split, recipe = ctx.load()
     x, y = (split.part("train_retain") if exclude_forget
             else (split.dataset.x_train, split.dataset.y_train))
-    model = train_model(ctx.new_model(split, seed), x, y, recipe, seed=seed)
+    model = ctx.training(recipe).train(ctx.new_model(split, seed), x, y, seed)
     arrays = {**weights_to_arrays(model), **_logits(model, split)}
     return arrays, _info(start)
 
@@ -195,7 +250,7 @@ def unit_shadows(ctx: StudyContext, seed: int, n: int, exclude_forget: bool
     masks = balanced_halves(len(pool), n, seed)
     models = train_ensemble(ctx.model, ds.input_shape, ds.num_classes, ds.x_train[pool],
                             ds.y_train[pool], masks, recipe, [seed * 1000 + i for i in range(n)],
-                            model_kwargs=ctx.model_kwargs)
+                            model_kwargs=ctx.model_kwargs, training=ctx.training(recipe))
     xf, yf = split.part("train_forget")
     arrays: dict[str, np.ndarray] = {"mask": masks.numpy().astype(np.uint8),
                                      "pool": pool.numpy()}
@@ -205,6 +260,14 @@ def unit_shadows(ctx: StudyContext, seed: int, n: int, exclude_forget: bool
         for i, m in enumerate(models):
             arrays.update(weights_to_arrays(m, prefix=f"m{i}."))
     return arrays, _info(start)
+
+
+def _training_of(ctx: StudyContext, method) -> dict:
+    """``training=`` for a method that retrains from scratch (``retrain``) in a study with a
+    plug-in trainer or an init checkpoint; nothing otherwise (other methods never see it)."""
+    if method.follows_recipe and (ctx.trainer or ctx.init_sha256):
+        return {"training": ctx.training()}
+    return {}
 
 
 def _method(ctx: StudyContext, split: ForgetSplit, method_spec: str, params: dict,
@@ -228,7 +291,7 @@ def unit_method(ctx: StudyContext, method_spec: str, params: dict, seed: int,
     try:
         unlearned, record = method.unlearn(model_from_arrays(ctx, split, original),
                                            UnlearnData.from_split(split), p, seed=seed,
-                                           references=refs)
+                                           references=refs, **_training_of(ctx, method))
     except UserError as e:  # diverged (TrainingDiverged) or refused: this method fails alone
         return {}, _info(start, **info, failed=str(e))
     info.update(runtime_s=record.wall_time_s, steps=record.steps, params=record.params)
@@ -270,6 +333,7 @@ def unlearn_shadows(ctx: StudyContext, split: ForgetSplit, method, params, seed:
                                  ds.y_train[r_idx], split.forget_classes, ds.num_classes))
         models.append(model_from_arrays(ctx, split, shadows, prefix=f"m{i}."))
     seeds = [seed * 1000 + i for i in range(len(masks))]
-    results = method.unlearn_many(models, datas, params, seeds, references=refs)
+    results = method.unlearn_many(models, datas, params, seeds, references=refs,
+                                  **_training_of(ctx, method))
     phis = [logit_confidence(predict_logits(out, xf).numpy(), yf.numpy()) for out, _ in results]
     return np.stack(phis), sum(rec.wall_time_s for _, rec in results)

@@ -79,6 +79,10 @@ class RunContext:
     steps: int = 0
     epoch: int = 0  # current epoch of a FinetuneMethod run
     notes: dict[str, Any] = field(default_factory=dict)
+    # how the original was trained beyond the recipe (classunlearn.trainers.Training: a
+    # plug-in trainer, an init checkpoint); only a method that retrains from scratch
+    # (follows_recipe) is handed it, None: the recipe alone
+    training: Any = None
 
 
 @dataclass
@@ -185,12 +189,16 @@ class Method:
         seed: int = 0,
         device: str | torch.device | None = None,
         references: list[nn.Module] | None = None,
+        training: Any = None,
     ) -> tuple[nn.Module, RunRecord]:
-        """Unlearn a *copy* of `model`; the original is left untouched."""
+        """Unlearn a *copy* of `model`; the original is left untouched. `training`
+        (:class:`classunlearn.trainers.Training`) reaches only a method that retrains from
+        scratch (``retrain``): the original's trainer and init checkpoint."""
         params = self.check_call(params, references)
         dev = resolve_device(device)
         ctx = RunContext(dev, seed_everything(seed), seed,
-                         references=references if self.oracle else None)
+                         references=references if self.oracle else None,
+                         training=training if self.follows_recipe else None)
         work = copy.deepcopy(model).to(dev)
         start = time.perf_counter()
         out = self.run(work, data, params, ctx)
@@ -211,13 +219,15 @@ class Method:
         references: list[nn.Module] | None = None,
         stacked: bool | None = None,
         chunk: int | None = None,
+        training: Any = None,
     ) -> list[tuple[nn.Module, RunRecord]]:
         """``unlearn(models[i], datas[i], params, seeds[i])`` for every i (seeds default to
         0, 1, ...). This base version loops; :class:`FinetuneMethod` stacks the models
         (`stacked`: None when it can, True or an error, False never; `chunk`: models per
         stacked call, None from the memory budget)."""
         seeds = many_seeds(models, datas, seeds)
-        return [self.unlearn(m, d, params, seed=s, device=device, references=references)
+        return [self.unlearn(m, d, params, seed=s, device=device, references=references,
+                             training=training)
                 for m, d, s in zip(models, datas, seeds)]
 
 

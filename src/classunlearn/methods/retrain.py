@@ -9,6 +9,11 @@ is the retrained model θ_r of docs/readings.md section 1: the same procedure as
 (``build_model`` under a seed, then ``train.train_model`` under the same seed; for the
 registry's models re-initialising under a seed gives the same weights as building under
 it), on D_r, from a fresh seed.
+
+When the original was trained by a plug-in trainer or fine-tuned from an init checkpoint
+(``classunlearn.trainers``), the run's ``RunContext.training`` carries them (the bench units
+and `unlearn` pass the study's or the sidecar's): the fresh model first takes the init
+checkpoint's weights, then the trainer trains it, as the original was.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from classunlearn.errors import ParameterError
 from classunlearn.methods import register
 from classunlearn.methods.base import Method, MethodParams, RunContext, UnlearnData
-from classunlearn.train import Recipe, train_model
+from classunlearn.train import RECIPE_EXTRAS, Recipe, train_model
 
 _RECIPE = Recipe()
 
@@ -38,9 +44,18 @@ class RetrainParams(MethodParams):
     schedule: str = _RECIPE.schedule
     optimizer: str = _RECIPE.optimizer
     augment: str = _RECIPE.augment
+    label_smoothing: float = _RECIPE.label_smoothing
+    warmup_epochs: float = _RECIPE.warmup_epochs
+    nesterov: bool = _RECIPE.nesterov
 
     def __post_init__(self) -> None:
         self.recipe()  # Recipe validates every field
+
+    def to_dict(self) -> dict:
+        """As ``Recipe.to_dict``: the later fields only where they differ from their
+        default, so run records and bench keys read as before they existed."""
+        d = super().to_dict()
+        return {k: v for k, v in d.items() if not (k in RECIPE_EXTRAS and v == RECIPE_EXTRAS[k])}
 
     def recipe(self) -> Recipe:
         return Recipe(**self.to_dict())
@@ -71,7 +86,16 @@ class Retrain(Method):
     def run(self, model: nn.Module, data: UnlearnData, params: RetrainParams, ctx: RunContext
             ) -> nn.Module:
         reinitialise(model, ctx.seed)
-        out = train_model(model, data.x_retain, data.y_retain, params.recipe(), seed=ctx.seed,
-                          device=ctx.device, desc=self.name)
+        training = ctx.training
+        if training is not None:
+            if training.recipe != params.recipe():
+                raise ParameterError("retrain: the training procedure's recipe differs from "
+                                     "its parameters; pass the recipe the original was "
+                                     "trained with")
+            out = training.train(model, data.x_retain, data.y_retain, ctx.seed,
+                                 device=ctx.device, desc=self.name)
+        else:
+            out = train_model(model, data.x_retain, data.y_retain, params.recipe(),
+                              seed=ctx.seed, device=ctx.device, desc=self.name)
         ctx.steps += params.epochs * math.ceil(len(data.y_retain) / params.batch_size)
         return out

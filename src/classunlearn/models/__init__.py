@@ -141,16 +141,17 @@ _HOW = ("name your model as MODULE:FUNCTION, where MODULE is an importable dotte
         "nn.Module")
 
 
-def _split_ref(ref: str) -> tuple[str, str, bool]:
-    """(module, function, module is a file path) of ``MODULE:FUNCTION``."""
+def _split_ref(ref: str, kind: str = "model", how: str = _HOW) -> tuple[str, str, bool]:
+    """(module, function, module is a file path) of ``MODULE:FUNCTION``. `kind` and `how`
+    word the messages (plug-in trainers share this machinery: classunlearn.trainers)."""
     module, _, function = ref.rpartition(":")
     module, function = module.strip(), function.strip()
     is_path = module.endswith(".py") or "/" in module or "\\" in module
     if not module or not function or not all(p.isidentifier() for p in function.split(".")):
-        raise ParameterError(f"bad model reference '{ref}'; {_HOW}")
+        raise ParameterError(f"bad {kind} reference '{ref}'; {how}")
     if not is_path and not all(p.isidentifier() for p in module.split(".")):
-        raise ParameterError(f"bad model reference '{ref}': '{module}' is neither a dotted "
-                             f"module name nor a path to a .py file; {_HOW}")
+        raise ParameterError(f"bad {kind} reference '{ref}': '{module}' is neither a dotted "
+                             f"module name nor a path to a .py file; {how}")
     return module, function, is_path
 
 
@@ -175,11 +176,11 @@ class ModelSource:
     is_path: bool
 
 
-def _file_sha256(path: Path, ref: str) -> str:
+def _file_sha256(path: Path, ref: str, kind: str = "model") -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as e:
-        raise ParameterError(f"cannot read model file {path} of '{ref}' ({e.strerror or e}); "
+        raise ParameterError(f"cannot read {kind} file {path} of '{ref}' ({e.strerror or e}); "
                              "pass an existing .py file as PATH.py:FUNCTION") from None
 
 
@@ -188,29 +189,35 @@ def model_source(name: str) -> ModelSource | None:
     A dotted module is located without running it (its parent packages are imported)."""
     if not is_plugin(name):
         return None
-    module, function, is_path = _split_ref(name)
+    return plugin_source(name)
+
+
+def plugin_source(name: str, kind: str = "model", how: str = _HOW) -> ModelSource:
+    """The source file of the plug-in ``MODULE:FUNCTION`` and its SHA-256; `kind` ("model",
+    "trainer") and `how` word the one-line refusals."""
+    module, function, is_path = _split_ref(name, kind, how)
     if is_path:
         path = Path(module).expanduser()
         if not path.is_file():
-            raise ParameterError(f"model file {path} not found (from '{name}'); pass an "
+            raise ParameterError(f"{kind} file {path} not found (from '{name}'); pass an "
                                  "existing .py file as PATH.py:FUNCTION")
         if path.suffix != ".py":
-            raise ParameterError(f"model file {path} is not a .py file; pass PATH.py:FUNCTION")
+            raise ParameterError(f"{kind} file {path} is not a .py file; pass PATH.py:FUNCTION")
     else:
         try:
             spec = importlib.util.find_spec(module)
         except Exception as e:  # a parent package that fails to import, a bad name
-            raise ParameterError(f"cannot import model module '{module}' ({type(e).__name__}: "
-                                 f"{e}); {_HOW}") from None
+            raise ParameterError(f"cannot import {kind} module '{module}' ({type(e).__name__}: "
+                                 f"{e}); {how}") from None
         if spec is None:
-            raise ParameterError(f"cannot import model module '{module}': no such module on "
+            raise ParameterError(f"cannot import {kind} module '{module}': no such module on "
                                  f"the Python path; install it, add its folder to PYTHONPATH, "
                                  "or pass a path to the .py file")
         if not spec.origin or not spec.has_location or not Path(spec.origin).is_file():
-            raise ParameterError(f"model module '{module}' has no source file to record; pass "
+            raise ParameterError(f"{kind} module '{module}' has no source file to record; pass "
                                  "a path to a .py file instead")
         path = Path(spec.origin)
-    return ModelSource(name, module, function, path.resolve(), _file_sha256(path, name),
+    return ModelSource(name, module, function, path.resolve(), _file_sha256(path, name, kind),
                        is_path)
 
 
@@ -233,10 +240,10 @@ def check_model_source(name: str, expected_sha256: str | None) -> None:
 _imported: dict[str, str] = {}  # dotted module name -> SHA-256 of the source it was run from
 
 
-def _import(src: ModelSource) -> object:
+def _import(src: ModelSource, kind: str = "model", how: str = _HOW) -> object:
     try:
         if src.is_path:
-            mod_name = f"_classunlearn_model_{src.sha256[:16]}"
+            mod_name = f"_classunlearn_{kind}_{src.sha256[:16]}"
             if mod_name in sys.modules:
                 return sys.modules[mod_name]
             spec = importlib.util.spec_from_file_location(mod_name, src.path)
@@ -249,9 +256,9 @@ def _import(src: ModelSource) -> object:
             except BaseException:
                 del sys.modules[mod_name]
                 raise
-            if _file_sha256(src.path, src.ref) != src.sha256:
+            if _file_sha256(src.path, src.ref, kind) != src.sha256:
                 del sys.modules[mod_name]
-                raise ParameterError(f"model file {src.path} changed while it was being "
+                raise ParameterError(f"{kind} file {src.path} changed while it was being "
                                      "imported; try again")
             return module
         module = importlib.import_module(src.module)
@@ -264,8 +271,8 @@ def _import(src: ModelSource) -> object:
     except Exception as e:  # the user's module failed to import: say so in one line
         where = src.path if src.is_path else f"module '{src.module}'"
         msg = " ".join(str(e).split())
-        raise ParameterError(f"cannot import model {where} ({type(e).__name__}: {msg}); fix "
-                             f"it, or {_HOW}") from None
+        raise ParameterError(f"cannot import {kind} {where} ({type(e).__name__}: {msg}); fix "
+                             f"it, or {how}") from None
 
 
 def _plugin_function(src: ModelSource) -> Callable[..., nn.Module]:
