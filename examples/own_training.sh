@@ -6,11 +6,11 @@
 #
 #   examples/own_training.sh [CIFAR10_IMAGEFOLDER] [OUT]
 #
-# CIFAR10_IMAGEFOLDER holds train/<class>/*.jpg and test/<class>/*.jpg (default /work/data,
-# the extract of the shared CIFAR-10 JPEGs); OUT defaults to runs/own-training. Each step's
+# CIFAR10_IMAGEFOLDER (required) holds train/<class>/*.jpg and test/<class>/*.jpg, CIFAR-10 as
+# JPEG files; OUT defaults to runs/own-training. Each step's
 # output goes to OUT/logs/<step>.txt, with its wall and CPU time appended.
 set -euo pipefail
-SRC=${1:-/work/data}
+SRC=${1:?usage: examples/own_training.sh CIFAR10_IMAGEFOLDER [OUT]}
 R=${2:-runs/own-training}
 CU=${CU:-classunlearn}
 mkdir -p "$R/logs"

@@ -384,29 +384,44 @@ def check_forgettable(model: torch.nn.Module, meta: CheckpointMeta, ckpt: Path,
 
 # ------------------------------------------------------------------ the request
 
+def _checked(req: ForgetRequest, write: bool = True) -> tuple:
+    """Every check of a request that needs no model weights, in the order `forget` makes
+    them: (sidecar meta, previous record, classes forgotten before, the training to repeat,
+    the dataset, the asked classes, the audited classes)."""
+    from classunlearn.data import check_data_dir, describe_classes
+    from classunlearn.trainers import sidecar_training
+
+    preflight(req, write=write)
+    ckpt = Path(req.checkpoint)
+    meta = load_meta(ckpt)
+    check_data_dir(meta.dataset, req.data_dir)
+    if not meta.recipe:
+        raise ParameterError(f"{ckpt} records no training recipe, so its references and "
+                             "shadow models cannot be trained the same way; train the model "
+                             "with `classunlearn train`")
+    prev, before = _previous(req)
+    # the trainer's file and the init checkpoint re-hashed: a changed one is refused here
+    training = sidecar_training(meta, ckpt, req.trainer, req.init)
+    ds = load_dataset(meta.dataset, req.data_dir)
+    asked = parse_forget_classes(req.forget_classes, ds)
+    again = sorted(set(asked) & set(before))
+    if again:
+        raise ParameterError(f"class(es) {describe_classes(again, ds.class_names)} were "
+                             "forgotten by the previous request; ask for other classes")
+    audited = tuple(sorted({*asked, *before}))
+    check_test_samples(ds, audited)
+    return meta, prev, before, training, ds, asked, audited
+
+
 def describe(req: ForgetRequest) -> str:
     """`forget --dry-run`: the resolved request, checked as `run_forget` checks it, with
     nothing trained (classunlearn.bench.plan)."""
     from classunlearn.bench.plan import describe_request
-    from classunlearn.data import check_data_dir, describe_classes
+    from classunlearn.data import describe_classes
     from classunlearn.methods import make_params
     from classunlearn.train import Recipe
 
-    preflight(req, write=False)
-    meta = load_meta(Path(req.checkpoint))
-    check_data_dir(meta.dataset, req.data_dir)
-    if not meta.recipe:
-        raise ParameterError(f"{req.checkpoint} records no training recipe, so its references "
-                             "and shadow models cannot be trained the same way; train the "
-                             "model with `classunlearn train`")
-    _, before = _previous(req)
-    from classunlearn.trainers import sidecar_training
-
-    training = sidecar_training(meta, req.checkpoint, req.trainer, req.init)
-    ds = load_dataset(meta.dataset, req.data_dir)
-    asked = parse_forget_classes(req.forget_classes, ds)
-    audited = tuple(sorted({*asked, *before}))
-    check_test_samples(ds, audited)
+    meta, _, _, training, ds, asked, audited = _checked(req, write=False)
     make_params(req.method, meta.dataset, req.params or None,
                 recipe=Recipe.from_dict(meta.recipe), readings=req.readings)
     return (f"forget classes: {describe_classes(asked, ds.class_names)}"
@@ -423,31 +438,13 @@ def run_forget(req: ForgetRequest, log: Callable[[str], None] = print,
     Every check that can be made before work is made first. The request is written into a
     hidden folder beside DIR (``.DIR.*.partial``) and renamed to DIR only when the record is
     complete: an interrupted or failed request leaves no DIR that looks finished."""
-    from classunlearn.data import check_data_dir, describe_classes
+    from classunlearn.data import describe_classes
 
-    preflight(req)
+    meta, prev, before, training, ds, asked, audited = _checked(req)
     out = Path(req.out)
     ckpt = Path(req.checkpoint)
-    meta = load_meta(ckpt)
-    check_data_dir(meta.dataset, req.data_dir)
-    if not meta.recipe:
-        raise ParameterError(f"{ckpt} records no training recipe, so its references and "
-                             "shadow models cannot be trained the same way; train the model "
-                             "with `classunlearn train`")
-    prev, before = _previous(req)
-    from classunlearn.trainers import sidecar_training
-
-    # the trainer's file and the init checkpoint re-hashed: a changed one is refused here
-    training = sidecar_training(meta, ckpt, req.trainer, req.init)
-    ds = load_dataset(meta.dataset, req.data_dir)
     model, meta = load_checkpoint(ckpt, ds)
-    asked = parse_forget_classes(req.forget_classes, ds)
-    again = sorted(set(asked) & set(before))
-    if again:
-        raise ParameterError(f"class(es) {describe_classes(again, ds.class_names)} were "
-                             "forgotten by the previous request; ask for other classes")
-    split = ForgetSplit(ds, tuple(sorted({*asked, *before})))
-    check_test_samples(ds, split.forget_classes)
+    split = ForgetSplit(ds, audited)
     original_logits = SplitLogits.of(model, split)
     check_forgettable(model, meta, ckpt, split, original_logits, asked)
     # the resolved classes, as `index (name)`, once every check passed and before any work

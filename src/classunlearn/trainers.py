@@ -40,7 +40,7 @@ from torch import nn
 
 from classunlearn.data.core import Images, to_input
 from classunlearn.errors import CheckpointError, ParameterError, TrainingDiverged, UserError
-from classunlearn.models import ModelSource, _import, plugin_source
+from classunlearn.models import ModelSource, plugin_function, plugin_source
 from classunlearn.train import Recipe, resolve_device, train_model
 
 TRAINER_HOW = ("name your training function as MODULE:FUNCTION, where MODULE is an importable "
@@ -78,32 +78,24 @@ def trainer_function(ref: str) -> str:
     return ref.rpartition(":")[2].strip()
 
 
-def check_trainer_source(ref: str, expected_sha256: str) -> None:
-    """Refuse, in one line, a trainer whose file changed since `expected_sha256`."""
-    src = trainer_source(ref)
+def _refuse_changed(src: ModelSource, expected_sha256: str | None) -> None:
     if expected_sha256 and src.sha256 != expected_sha256:
         raise ParameterError(f"trainer file {src.path} changed since it was recorded (SHA-256 "
                              f"{expected_sha256[:12]}..., now {src.sha256[:12]}...); restore "
                              "that file, or start again with the changed trainer")
 
 
+def check_trainer_source(ref: str, expected_sha256: str) -> None:
+    """Refuse, in one line, a trainer whose file changed since `expected_sha256`."""
+    _refuse_changed(trainer_source(ref), expected_sha256)
+
+
 def load_trainer(ref: str, expected_sha256: str | None = None) -> Callable[..., nn.Module]:
     """The training function of `ref` (its file checked against `expected_sha256`)."""
     src = trainer_source(ref)
-    if expected_sha256 and src.sha256 != expected_sha256:
-        check_trainer_source(ref, expected_sha256)
-    obj: object = _import(src, "trainer", TRAINER_HOW)
-    where = src.path if src.is_path else f"'{src.module}'"
-    for part in src.function.split("."):
-        if not hasattr(obj, part):
-            raise ParameterError(f"trainer module {where} has no '{src.function}'; define "
-                                 f"{src.function}(model, x, y, seed, device) there or name "
-                                 "another function after the colon")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ParameterError(f"'{ref}' is a {type(obj).__name__}, not a function; name a "
-                             "function(model, x, y, seed, device) returning the trained model")
-    return obj  # type: ignore[return-value]
+    _refuse_changed(src, expected_sha256)
+    return plugin_function(src, "trainer", TRAINER_HOW, "model, x, y, seed, device",
+                           "the trained model")
 
 
 def run_trainer(fn: Callable[..., nn.Module], ref: str, model: nn.Module,

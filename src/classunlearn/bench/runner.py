@@ -357,10 +357,6 @@ def _run_study(cfg: BenchConfig, ctx: StudyContext, study: str, n_shadows: int, 
     # The references' own audit (their nn class and MIA-NN scores) needs only the references:
     # a driver thread computes it while the workers train the shadows and unlearn (it was
     # a serial second between the stages, both workers idle).
-    # the data is loaded (and cached) here first: the thread must not load it concurrently
-    # with this one (numpy parses .npy headers with `ast`, whose C AST conversion is not
-    # thread-safe in CPython 3.11: "AST constructor recursion depth mismatch")
-    ctx.load()
     threads = ThreadPoolExecutor(1, thread_name_prefix="classunlearn-references")
     try:
         reference_audit = threads.submit(_reference_audit, ctx,

@@ -275,19 +275,22 @@ def _import(src: ModelSource, kind: str = "model", how: str = _HOW) -> object:
                              f"it, or {how}") from None
 
 
-def _plugin_function(src: ModelSource) -> Callable[..., nn.Module]:
-    obj: object = _import(src)
+def plugin_function(src: ModelSource, kind: str = "model", how: str = _HOW,
+                    args: str = "input_shape, num_classes, **model_args",
+                    returns: str = "an nn.Module") -> Callable[..., nn.Module]:
+    """The function a plug-in reference names (a model factory, or a `kind` such as a
+    trainer taking `args` and returning `returns`), refused in one line if absent."""
+    obj: object = _import(src, kind, how)
     where = src.path if src.is_path else f"'{src.module}'"
     for part in src.function.split("."):
         if not hasattr(obj, part):
-            raise ParameterError(f"model module {where} has no '{src.function}'; define "
-                                 f"{src.function}(input_shape, num_classes, **model_args) "
-                                 "there or name another function after the colon")
+            raise ParameterError(f"{kind} module {where} has no '{src.function}'; define "
+                                 f"{src.function}({args}) there or name another function "
+                                 "after the colon")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ParameterError(f"'{src.ref}' is a {type(obj).__name__}, not a function; name a "
-                             "function(input_shape, num_classes, **model_args) returning an "
-                             "nn.Module")
+                             f"function({args}) returning {returns}")
     return obj  # type: ignore[return-value]
 
 
@@ -332,7 +335,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
     if src is None and name not in MODELS:
         raise ParameterError(f"unknown model '{name}'; choose one of: {', '.join(MODELS)} "
                              "(or your own as MODULE:FUNCTION)")
-    build = MODELS[name].build if src is None else _plugin_function(src)
+    build = MODELS[name].build if src is None else plugin_function(src)
     input_shape = tuple(input_shape)
     try:
         with torch.random.fork_rng(devices=[]):
